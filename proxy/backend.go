@@ -1,0 +1,167 @@
+package proxy
+
+import (
+	"context"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Backend is one model server address. It outlives snapshots: a config
+// reload that keeps an address keeps its Backend, so a warm GPU stays warm
+// and in-flight counts stay true across reloads.
+type Backend struct {
+	addr string
+	t    *transport
+
+	inflight atomic.Int64
+	// ready is set by the health checker: healthy and warm. Selection only
+	// considers ready backends.
+	ready atomic.Bool
+	// ejectedUntil is a UnixNano deadline set by passive health; 0 when
+	// the backend is not ejected.
+	ejectedUntil atomic.Int64
+	// score is extra load the backend reported (queue depth, KV-cache
+	// pressure) in in-flight-request units, for the gpu policy.
+	score atomic.Int64
+	// passive is consecutive failures seen on live traffic.
+	passive atomic.Int32
+	// requests counts proxied requests, for status and tests.
+	requests atomic.Uint64
+}
+
+// Addr returns the backend's host:port.
+func (b *Backend) Addr() string { return b.addr }
+
+// Inflight returns the requests the gateway has open on this backend.
+func (b *Backend) Inflight() int64 { return b.inflight.Load() }
+
+// Requests returns how many requests were sent to this backend.
+func (b *Backend) Requests() uint64 { return b.requests.Load() }
+
+// Ready reports whether the backend may get traffic (healthy and warm).
+func (b *Backend) Ready() bool { return b.ready.Load() }
+
+// SetReady is called by the health checker on every state transition.
+func (b *Backend) SetReady(v bool) { b.ready.Store(v) }
+
+// SetLoadScore records the load the backend reported, in units of one
+// in-flight request, for the gpu balancing policy.
+func (b *Backend) SetLoadScore(v int64) { b.score.Store(v) }
+
+// Eject keeps the backend out of selection until the deadline.
+func (b *Backend) Eject(until time.Time) { b.ejectedUntil.Store(until.UnixNano()) }
+
+// Uneject returns an ejected backend to selection, e.g. after a passing
+// active probe.
+func (b *Backend) Uneject() { b.ejectedUntil.Store(0); b.passive.Store(0) }
+
+// EjectedUntil returns the ejection deadline, or the zero time.
+func (b *Backend) EjectedUntil() time.Time {
+	if n := b.ejectedUntil.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
+}
+
+// OpenConns returns the connections open to the backend, idle or busy.
+func (b *Backend) OpenConns() int64 { return b.t.open.Load() }
+
+// CloseIdleConns closes the backend's idle keep-alive connections.
+func (b *Backend) CloseIdleConns() { b.t.closeIdle() }
+
+// usable reports whether b can take one more request at time now.
+func (b *Backend) usable(now int64, maxConcurrency int64) bool {
+	if !b.ready.Load() {
+		return false
+	}
+	if until := b.ejectedUntil.Load(); until != 0 && now < until {
+		return false
+	}
+	return maxConcurrency == 0 || b.inflight.Load() < maxConcurrency
+}
+
+// Registry owns every Backend by address, so that state survives snapshots.
+type Registry struct {
+	mu       sync.Mutex
+	backends map[string]*Backend
+	dial     func(ctx context.Context, network, addr string) (net.Conn, error)
+	maxIdle  int
+	// startReady is the ready state of a new backend: false when a health
+	// checker will decide, true when none runs (tests, the bench).
+	startReady bool
+}
+
+// RegistryOptions configure a Registry.
+type RegistryOptions struct {
+	// MaxIdleConns caps the keep-alive connections kept per backend.
+	MaxIdleConns int
+	// StartReady is the ready state a new backend starts with. Keep it
+	// false whenever a health checker runs, so that no request reaches a
+	// backend before it is probed and warmed.
+	StartReady bool
+	// Dial connects to a backend; a net.Dialer when nil. Tests and the
+	// benchmark pass in-memory listeners here.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+// NewRegistry returns an empty registry.
+func NewRegistry(opts RegistryOptions) *Registry {
+	r := &Registry{
+		backends:   make(map[string]*Backend),
+		dial:       opts.Dial,
+		maxIdle:    opts.MaxIdleConns,
+		startReady: opts.StartReady,
+	}
+	if r.dial == nil {
+		r.dial = (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext
+	}
+	if r.maxIdle <= 0 {
+		r.maxIdle = 256
+	}
+	return r
+}
+
+// Get returns the backend for addr, creating it on first use.
+func (r *Registry) Get(addr string) *Backend {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if b, ok := r.backends[addr]; ok {
+		return b
+	}
+	b := &Backend{addr: addr, t: newTransport(addr, r.maxIdle, r.dial)}
+	b.ready.Store(r.startReady)
+	r.backends[addr] = b
+	return b
+}
+
+// Lookup returns the backend for addr if it exists.
+func (r *Registry) Lookup(addr string) (*Backend, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	b, ok := r.backends[addr]
+	return b, ok
+}
+
+// Forget drops addr from the registry once nothing routes to it, closing
+// its idle connections. Busy connections close as their requests finish.
+func (r *Registry) Forget(addr string) {
+	r.mu.Lock()
+	b, ok := r.backends[addr]
+	delete(r.backends, addr)
+	r.mu.Unlock()
+	if ok {
+		b.t.retired.Store(true)
+		b.t.closeIdle()
+	}
+}
+
+// CloseIdle closes idle connections to every backend.
+func (r *Registry) CloseIdle() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, b := range r.backends {
+		b.t.closeIdle()
+	}
+}

@@ -1,0 +1,208 @@
+package proxy
+
+import (
+	"errors"
+	"time"
+
+	"github.com/valyala/fasthttp"
+	"go.uber.org/zap"
+)
+
+// Handler is the fasthttp request handler of the traffic listener.
+type Handler struct {
+	router *Router
+	log    *zap.Logger
+}
+
+// NewHandler returns the traffic handler routing by r's snapshots.
+func NewHandler(r *Router, log *zap.Logger) *Handler {
+	return &Handler{router: r, log: log}
+}
+
+// Canned error bodies: short, JSON, with no addresses a client should not
+// see. The gateway log has the details.
+var (
+	bodyNoBackend   = []byte(`{"error":"no_ready_backend","message":"no backend of the active pool is ready (healthy and warm); see GET /admin/status"}`)
+	bodyBadGateway  = []byte(`{"error":"bad_gateway","message":"the model server failed to answer; see the gateway log"}`)
+	bodyTimeout     = []byte(`{"error":"upstream_timeout","message":"the model server did not answer in time"}`)
+	bodyTooLarge    = []byte(`{"error":"body_too_large","message":"the request body exceeds proxy.max_request_body_bytes"}`)
+	bodyBadRequest  = []byte(`{"error":"bad_request","message":"the request could not be parsed as HTTP/1.1"}`)
+	bodyRequestTime = []byte(`{"error":"request_timeout","message":"the client did not send the request in time"}`)
+)
+
+// ServeHTTP proxies one request to the active pool of the snapshot current
+// when it starts.
+func (h *Handler) ServeHTTP(ctx *fasthttp.RequestCtx) {
+	snap := h.router.snap.Load()
+	pool := snap.ActivePool()
+	setPoolHeaders(ctx, pool)
+
+	if snap.maxBody > 0 && len(ctx.Request.Body()) > snap.maxBody {
+		writeError(ctx, fasthttp.StatusRequestEntityTooLarge, bodyTooLarge)
+		return
+	}
+	clientClose := ctx.Request.Header.ConnectionClose()
+
+	ex := acquireExchange()
+	ex.h, ex.pool, ex.start = h, pool, time.Now()
+	pool.inflight.Add(1)
+	now := ex.start.UnixNano()
+	b := pool.pick(nil, now)
+	if b == nil {
+		writeError(ctx, fasthttp.StatusServiceUnavailable, bodyNoBackend)
+		ctx.Response.Header.Set("Retry-After", "1")
+		h.finish(ex, nil)
+		return
+	}
+	ex.scratch = prepareRequest(ctx, ex.scratch)
+
+	for attempt := 0; ; attempt++ {
+		ex.backend = b
+		b.inflight.Add(1)
+		b.requests.Add(1)
+		err := ex.roundTrip(ctx, b, snap)
+		if err == nil {
+			break
+		}
+		b.inflight.Add(-1)
+		kind := errKind(err)
+		pool.metrics.errors[kind].Inc()
+		if attempt == 0 && retryable(err, ctx) {
+			next := pool.pick(b, now)
+			if next == nil {
+				next = b
+			}
+			h.logRetry(pool, b, next, err)
+			ctx.Response.Reset()
+			setPoolHeaders(ctx, pool)
+			b = next
+			continue
+		}
+		h.logFailure(pool, b, err)
+		ctx.Response.Reset()
+		setPoolHeaders(ctx, pool)
+		if kind == errTimeout {
+			writeError(ctx, fasthttp.StatusGatewayTimeout, bodyTimeout)
+		} else {
+			writeError(ctx, fasthttp.StatusBadGateway, bodyBadGateway)
+		}
+		ex.backend = nil
+		h.finish(ex, nil)
+		return
+	}
+
+	setPoolHeaders(ctx, pool)
+	if ex.status >= 500 {
+		pool.metrics.errors[err5xx].Inc()
+	}
+	if clientClose {
+		ctx.Response.SetConnectionClose()
+	}
+	switch ex.mode {
+	case bodyNone:
+		h.finish(ex, nil)
+	case bodyFixed:
+		ctx.Response.SetBodyStream(ex, int(ex.remaining))
+	default:
+		// Unknown length: re-chunk to the client and send the headers
+		// at once, so a token stream shows its first event immediately.
+		ctx.Response.ImmediateHeaderFlush = true
+		ctx.Response.SetBodyStream(ex, -1)
+	}
+}
+
+// finish ends an exchange: the connection goes back to the pool only if
+// the body was read to its end; the counters the drain waits on drop.
+func (h *Handler) finish(ex *exchange, writeErr error) {
+	if ex.conn != nil {
+		t := ex.backend.t
+		if writeErr == nil && ex.readErr == nil && ex.done && !ex.closeConn {
+			t.put(ex.conn, time.Now())
+		} else {
+			// The client went away or the backend broke off: close, so
+			// the GPU stops working for nobody and no junk is reused.
+			t.close(ex.conn)
+		}
+	}
+	if ex.readErr != nil {
+		ex.pool.metrics.errors[errReset].Inc()
+	}
+	if ex.backend != nil {
+		ex.backend.inflight.Add(-1)
+	}
+	ex.pool.inflight.Add(-1)
+	status := ex.status
+	if status == 0 {
+		status = fasthttp.StatusBadGateway
+	}
+	ex.pool.metrics.observe(status, time.Since(ex.start).Seconds())
+	releaseExchange(ex)
+}
+
+func setPoolHeaders(ctx *fasthttp.RequestCtx, p *Pool) {
+	ctx.Response.Header.Set(HeaderColor, string(p.Color))
+	ctx.Response.Header.Set(HeaderVersion, p.Version)
+}
+
+func writeError(ctx *fasthttp.RequestCtx, status int, body []byte) {
+	ctx.Response.SetStatusCode(status)
+	ctx.Response.Header.SetContentType("application/json")
+	ctx.Response.SetBodyRaw(body)
+}
+
+// retryable reports whether a failed exchange may go to another backend:
+// always when nothing was sent, otherwise only for idempotent methods, and
+// never after a timeout, which would double the load on a slow model.
+func retryable(err error, ctx *fasthttp.RequestCtx) bool {
+	var de *dialError
+	if errors.As(err, &de) {
+		return true
+	}
+	if isTimeout(err) {
+		return false
+	}
+	return isIdempotent(&ctx.Request.Header)
+}
+
+func isIdempotent(h *fasthttp.RequestHeader) bool {
+	return h.IsGet() || h.IsHead() || h.IsOptions() || h.IsPut() || h.IsDelete() || h.IsTrace()
+}
+
+func errKind(err error) int {
+	var de *dialError
+	switch {
+	case isTimeout(err):
+		return errTimeout
+	case errors.As(err, &de):
+		return errConnect
+	default:
+		return errReset
+	}
+}
+
+func (h *Handler) logRetry(p *Pool, from, to *Backend, err error) {
+	if ce := h.log.Check(zap.InfoLevel, "retrying on another backend"); ce != nil {
+		ce.Write(zap.String("env", string(p.Color)), zap.String("version", p.Version),
+			zap.String("backend", from.addr), zap.String("retry_backend", to.addr), zap.Error(err))
+	}
+}
+
+func (h *Handler) logFailure(p *Pool, b *Backend, err error) {
+	if ce := h.log.Check(zap.WarnLevel, "upstream request failed"); ce != nil {
+		ce.Write(zap.String("env", string(p.Color)), zap.String("version", p.Version),
+			zap.String("backend", b.addr), zap.Error(err))
+	}
+}
+
+// ErrorHandler answers requests fasthttp could not parse, in the same JSON
+// shape as proxy errors.
+func ErrorHandler(ctx *fasthttp.RequestCtx, err error) {
+	switch {
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		writeError(ctx, fasthttp.StatusRequestEntityTooLarge, bodyTooLarge)
+	case isTimeout(err):
+		writeError(ctx, fasthttp.StatusRequestTimeout, bodyRequestTime)
+	default:
+		writeError(ctx, fasthttp.StatusBadRequest, bodyBadRequest)
+	}
+}

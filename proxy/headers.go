@@ -1,0 +1,125 @@
+package proxy
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"net/netip"
+
+	"github.com/valyala/fasthttp"
+)
+
+// Response headers that tell which pool answered.
+const (
+	HeaderColor     = "X-Switchyard-Color"
+	HeaderVersion   = "X-Switchyard-Version"
+	HeaderRequestID = "X-Request-Id"
+)
+
+// hopHeaders are meaningful only for one connection (RFC 9110 §7.6.1) and
+// must not be forwarded in either direction. fasthttp frames bodies itself,
+// so Transfer-Encoding and Content-Length are rewritten, not copied.
+var hopHeaders = [...]string{
+	"Connection",
+	"Proxy-Connection",
+	"Keep-Alive",
+	"Proxy-Authenticate",
+	"Proxy-Authorization",
+	"Te",
+	"Trailer",
+	"Transfer-Encoding",
+	"Upgrade",
+}
+
+// connectionTokens calls del for every header named in a Connection value,
+// which the sender declared hop-by-hop too.
+func connectionTokens(v []byte, del func([]byte)) {
+	for len(v) > 0 {
+		var tok []byte
+		if i := bytes.IndexByte(v, ','); i >= 0 {
+			tok, v = v[:i], v[i+1:]
+		} else {
+			tok, v = v, nil
+		}
+		tok = bytes.TrimSpace(tok)
+		if len(tok) > 0 && !bytes.EqualFold(tok, []byte("close")) && !bytes.EqualFold(tok, []byte("keep-alive")) {
+			del(tok)
+		}
+	}
+}
+
+// prepareRequest turns the client's request into the upstream request in
+// place: hop-by-hop headers go, forwarding headers and a request ID are
+// added. Host is left as the client sent it. scratch is reused per request.
+func prepareRequest(ctx *fasthttp.RequestCtx, scratch []byte) []byte {
+	h := &ctx.Request.Header
+	if v := h.Peek("Connection"); len(v) > 0 {
+		// Copy first: deleting headers moves the bytes v points into.
+		scratch = append(scratch[:0], v...)
+		connectionTokens(scratch, h.DelBytes)
+	}
+	for _, name := range hopHeaders {
+		h.Del(name)
+	}
+	// We already hold the whole body; the backend must not wait for a
+	// 100 Continue that will never come from us.
+	h.Del("Expect")
+
+	buf := scratch[:0]
+	if prior := h.Peek("X-Forwarded-For"); len(prior) > 0 {
+		buf = append(buf, prior...)
+		buf = append(buf, ", "...)
+	}
+	buf = appendIP(buf, ctx)
+	h.SetBytesV("X-Forwarded-For", buf)
+	if ctx.IsTLS() {
+		h.Set("X-Forwarded-Proto", "https")
+	} else {
+		h.Set("X-Forwarded-Proto", "http")
+	}
+
+	if len(h.Peek(HeaderRequestID)) == 0 {
+		mark := len(buf)
+		buf = appendRequestID(buf)
+		h.SetBytesV(HeaderRequestID, buf[mark:])
+	}
+	return buf
+}
+
+func appendIP(dst []byte, ctx *fasthttp.RequestCtx) []byte {
+	addr, ok := netip.AddrFromSlice(ctx.RemoteIP())
+	if !ok {
+		return append(dst, "unknown"...)
+	}
+	return addr.Unmap().AppendTo(dst)
+}
+
+// appendRequestID appends 32 random hex digits: unique enough to join logs,
+// and made without allocating.
+func appendRequestID(dst []byte) []byte {
+	const hex = "0123456789abcdef"
+	for range 2 {
+		v := rand.Uint64()
+		for range 16 {
+			dst = append(dst, hex[v&0xf])
+			v >>= 4
+		}
+	}
+	return dst
+}
+
+// stripResponseHops removes hop-by-hop headers from an upstream response
+// read straight into the client's response.
+func stripResponseHops(h *fasthttp.ResponseHeader, scratch []byte) []byte {
+	if v := h.Peek("Connection"); len(v) > 0 {
+		scratch = append(scratch[:0], v...)
+		connectionTokens(scratch, h.DelBytes)
+	}
+	for _, name := range hopHeaders {
+		if name != "Transfer-Encoding" {
+			h.Del(name)
+		}
+	}
+	// The upstream's wish to close its connection is not the client's.
+	h.ResetConnectionClose()
+	return scratch
+}

@@ -1,0 +1,142 @@
+package proxy
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/switchyard/switchyard/config"
+	"go.uber.org/zap"
+)
+
+// Router owns the routing state: it builds snapshots, publishes them with
+// one atomic store, and tracks the drain of the pool that lost traffic.
+// Writers are serialized by a mutex; the request path never takes it.
+type Router struct {
+	snap atomic.Pointer[Snapshot]
+	// inflight counts open requests per color. It outlives snapshots so
+	// that a drain started under one generation sees requests that loaded
+	// an older one.
+	inflight [2]atomic.Int64
+
+	reg     *Registry
+	metrics *Metrics
+	log     *zap.Logger
+	explain func(*Backend) string
+	now     func() time.Time
+
+	mu         sync.Mutex
+	cfg        *config.Config
+	generation uint64
+	history    []SwitchRecord
+	drains     [2]*drain
+	onSwitch   []func(SwitchRecord)
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// Options are a Router's collaborators.
+type Options struct {
+	// Registry holds backend state across snapshots. Required.
+	Registry *Registry
+	// Metrics receives request-path metrics. Required.
+	Metrics *Metrics
+	// Log receives switch and drain transitions. Required.
+	Log *zap.Logger
+	// Explain, when set, says why a backend is not ready, for refusals.
+	Explain func(*Backend) string
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+}
+
+// historySize bounds the switch history kept for status.
+const historySize = 20
+
+// NewRouter builds the first snapshot from cfg and publishes it.
+func NewRouter(cfg *config.Config, opts Options) *Router {
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &Router{
+		reg:     opts.Registry,
+		metrics: opts.Metrics,
+		log:     opts.Log,
+		explain: opts.Explain,
+		now:     opts.Now,
+		cfg:     cfg,
+		ctx:     ctx,
+		cancel:  cancel,
+	}
+	if r.now == nil {
+		r.now = time.Now
+	}
+	r.generation = 1
+	r.snap.Store(r.build(cfg, cfg.Active, r.generation))
+	return r
+}
+
+// Snapshot returns the routing state now. It is immutable.
+func (r *Router) Snapshot() *Snapshot { return r.snap.Load() }
+
+// Registry returns the backend registry.
+func (r *Router) Registry() *Registry { return r.reg }
+
+// Config returns the config the current snapshot was built from.
+func (r *Router) Config() *config.Config {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cfg
+}
+
+// OnSwitch registers fn to run, under the writer lock, after every
+// successful switch, e.g. to persist the new active color.
+func (r *Router) OnSwitch(fn func(SwitchRecord)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.onSwitch = append(r.onSwitch, fn)
+}
+
+// Close stops drain tracking and waits for its goroutines.
+func (r *Router) Close() {
+	r.cancel()
+	r.wg.Wait()
+}
+
+// build makes a snapshot of cfg with the given active color.
+func (r *Router) build(cfg *config.Config, active config.Color, gen uint64) *Snapshot {
+	t := cfg.Proxy.Timeouts
+	s := &Snapshot{
+		Generation:     gen,
+		Active:         active,
+		maxBody:        cfg.Proxy.MaxRequestBodyBytes,
+		connectTimeout: t.Connect.D(),
+		headerTimeout:  t.ResponseHeader.D(),
+		totalTimeout:   t.Total.D(),
+		idleTimeout:    t.Idle.D(),
+	}
+	for _, color := range []config.Color{config.Blue, config.Green} {
+		pc := cfg.Pools.Get(color)
+		p := &Pool{
+			Color:          color,
+			Version:        pc.Version,
+			MaxConcurrency: int64(pc.MaxConcurrency),
+			balance:        pc.Balance,
+			inflight:       &r.inflight[colorIndex(color)],
+			metrics:        r.metrics.forPool(string(color), pc.Version),
+		}
+		for _, addr := range pc.Backends {
+			p.Backends = append(p.Backends, r.reg.Get(addr))
+		}
+		s.Pools[colorIndex(color)] = p
+	}
+	return s
+}
+
+// publish stores next as the current snapshot and returns how long the
+// swap took. r.mu must be held.
+func (r *Router) publish(next *Snapshot) time.Duration {
+	t0 := time.Now()
+	r.snap.Store(next)
+	return time.Since(t0)
+}
