@@ -40,6 +40,9 @@ type Config struct {
 	Admin Admin `yaml:"admin"`
 	// Active is the color that receives traffic: blue or green. Default blue.
 	Active Color `yaml:"active"`
+	// DNSRefresh is how often backends given as hostnames (a Kubernetes
+	// headless Service) are re-resolved. Default 10s.
+	DNSRefresh Duration `yaml:"dns_refresh"`
 	// StateDir is where the last admin switch is persisted so it survives a
 	// restart. Empty disables persistence.
 	StateDir string `yaml:"state_dir"`
@@ -56,6 +59,22 @@ type Config struct {
 	Pools Pools `yaml:"pools"`
 	// Switch configures switching and draining.
 	Switch Switch `yaml:"switch"`
+	// Outlier configures passive health: ejecting backends that fail live
+	// traffic.
+	Outlier Outlier `yaml:"outlier"`
+}
+
+// Outlier configures passive health checks on live traffic.
+type Outlier struct {
+	// ConsecutiveFailures ejects a backend after this many connect errors,
+	// timeouts or 5xx answers in a row. Default 5; -1 disables.
+	ConsecutiveFailures int `yaml:"consecutive_failures"`
+	// BaseEjection is the first ejection's length; each repeat doubles it,
+	// up to 32 times. Default 10s.
+	BaseEjection Duration `yaml:"base_ejection"`
+	// MaxEjectionPercent caps the share of a pool ejected at once, so a
+	// pool-wide failure never ejects everything. Default 50.
+	MaxEjectionPercent int `yaml:"max_ejection_percent"`
 }
 
 // Admin configures the admin listener, which also serves /metrics,
@@ -75,6 +94,16 @@ type Log struct {
 	Format string `yaml:"format"`
 	// Level is debug, info (default), warn or error.
 	Level string `yaml:"level"`
+	// Access configures the access log.
+	Access AccessLog `yaml:"access"`
+}
+
+// AccessLog configures one log line per proxied request.
+type AccessLog struct {
+	// Enabled turns the access log on. Default off.
+	Enabled bool `yaml:"enabled"`
+	// Sample is the share of requests logged, in (0, 1]. Default 1.
+	Sample float64 `yaml:"sample"`
 }
 
 // Proxy configures the request path.
@@ -134,7 +163,13 @@ type Pool struct {
 	// requests and the load the backend reports).
 	Balance string `yaml:"balance"`
 	// MaxConcurrency caps in-flight requests per backend; 0 means no cap.
+	// A GPU holds only so many requests; beyond it they queue here.
 	MaxConcurrency int `yaml:"max_concurrency"`
+	// MaxQueue is how many requests may wait for a free backend when all
+	// are at MaxConcurrency; more get 503 with Retry-After. Default 64.
+	MaxQueue int `yaml:"max_queue"`
+	// QueueTimeout is how long a request waits in that queue. Default 5s.
+	QueueTimeout Duration `yaml:"queue_timeout"`
 	// Health overrides the global probe settings for this pool.
 	Health *Health `yaml:"health"`
 	// Warmup overrides the global warmup settings for this pool.

@@ -49,8 +49,10 @@ func (c *Config) applyDefaults() {
 	setDefault(&c.Listen, DefaultListen)
 	setDefault(&c.Admin.Listen, DefaultAdminListen)
 	setDefault(&c.Active, Blue)
+	setDefault(&c.DNSRefresh, Duration(10*time.Second))
 	setDefault(&c.Log.Format, "json")
 	setDefault(&c.Log.Level, "info")
+	setDefault(&c.Log.Access.Sample, 1)
 	setDefault(&c.Proxy.MaxRequestBodyBytes, DefaultMaxRequestBodyBytes)
 	setDefault(&c.Proxy.MaxIdleConnsPerBackend, DefaultMaxIdleConns)
 	t := &c.Proxy.Timeouts
@@ -59,12 +61,17 @@ func (c *Config) applyDefaults() {
 	setDefault(&t.Idle, Duration(DefaultIdleTimeout))
 	setDefault(&c.Switch.DrainTimeout, Duration(DefaultDrainTimeout))
 	setDefault(&c.Switch.MinReady, "100%")
+	setDefault(&c.Outlier.ConsecutiveFailures, 5)
+	setDefault(&c.Outlier.BaseEjection, Duration(10*time.Second))
+	setDefault(&c.Outlier.MaxEjectionPercent, 50)
 
 	c.Health.applyDefaults(nil)
 	c.Warmup.applyDefaults(nil)
 	for _, color := range []Color{Blue, Green} {
 		p := c.Pools.Get(color)
 		setDefault(&p.Balance, BalanceLeastInflight)
+		setDefault(&p.MaxQueue, 64)
+		setDefault(&p.QueueTimeout, Duration(5*time.Second))
 		h := Health{}
 		if p.Health != nil {
 			h = *p.Health
@@ -207,6 +214,9 @@ func (c *Config) validate(lines map[string]int) Errors {
 	default:
 		p.add("log.level", "%q is not a log level (want debug, info, warn or error)", c.Log.Level)
 	}
+	if a := c.Log.Access.Sample; a <= 0 || a > 1 {
+		p.add("log.access.sample", "%v is not a share in (0, 1] (want e.g. 0.01 for 1%%)", a)
+	}
 	if c.Proxy.MaxRequestBodyBytes < 0 {
 		p.add("proxy.max_request_body_bytes", "must be positive, got %d", c.Proxy.MaxRequestBodyBytes)
 	}
@@ -215,6 +225,12 @@ func (c *Config) validate(lines map[string]int) Errors {
 	}
 	if t := c.Proxy.Timeouts; t.Total > 0 && t.Total < t.ResponseHeader {
 		p.add("proxy.timeouts.total", "%s is shorter than response_header %s; raise it or set 0 for no limit", t.Total.D(), t.ResponseHeader.D())
+	}
+	if o := c.Outlier; o.ConsecutiveFailures < -1 || o.ConsecutiveFailures == 0 {
+		p.add("outlier.consecutive_failures", "must be at least 1, or -1 to disable, got %d", o.ConsecutiveFailures)
+	}
+	if o := c.Outlier; o.MaxEjectionPercent < 0 || o.MaxEjectionPercent > 100 {
+		p.add("outlier.max_ejection_percent", "must be within 0-100, got %d", o.MaxEjectionPercent)
 	}
 	if _, err := ParseMinReady(c.Switch.MinReady, 1); err != nil {
 		p.add("switch.min_ready", "%v", err)
@@ -252,6 +268,9 @@ func (c *Config) validate(lines map[string]int) Errors {
 		case BalanceLeastInflight, BalanceRoundRobin, BalanceGPU:
 		default:
 			p.add(path+".balance", "%q is not a policy (want least_inflight, round_robin or gpu)", pool.Balance)
+		}
+		if pool.MaxQueue < 0 {
+			p.add(path+".max_queue", "must be 0 or positive, got %d", pool.MaxQueue)
 		}
 		if pool.MaxConcurrency < 0 {
 			p.add(path+".max_concurrency", "must be 0 (no cap) or positive, got %d", pool.MaxConcurrency)

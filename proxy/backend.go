@@ -27,6 +27,8 @@ type Backend struct {
 	score atomic.Int64
 	// passive is consecutive failures seen on live traffic.
 	passive atomic.Int32
+	// ejections counts passive-health ejections; each doubles the next.
+	ejections atomic.Uint32
 	// requests counts proxied requests, for status and tests.
 	requests atomic.Uint64
 }
@@ -64,6 +66,9 @@ func (b *Backend) EjectedUntil() time.Time {
 	}
 	return time.Time{}
 }
+
+// Ejections returns how often passive health ejected the backend.
+func (b *Backend) Ejections() uint32 { return b.ejections.Load() }
 
 // OpenConns returns the connections open to the backend, idle or busy.
 func (b *Backend) OpenConns() int64 { return b.t.open.Load() }

@@ -111,8 +111,10 @@ func (r *Router) endDrain(ctx context.Context, d *drain, state string) {
 	left := d.pool.inflight.Load()
 	fields := []zap.Field{zap.String("env", string(d.pool.Color)), zap.String("version", d.pool.Version),
 		zap.Duration("took", now.Sub(d.st.Started)), zap.Int64("inflight_at_swap", d.st.AtSwap)}
+	r.metrics.drain.WithLabelValues(string(d.pool.Color), state).Observe(now.Sub(d.st.Started).Seconds())
 	if state == DrainTimedOut {
 		d.st.Straggler = left
+		r.metrics.stragglers.WithLabelValues(string(d.pool.Color)).Add(float64(left))
 		r.log.Warn("drain timed out; stragglers keep running", append(fields, zap.Int64("stragglers", left))...)
 		return
 	}

@@ -41,6 +41,14 @@ type exchange struct {
 	readErr    error
 	status     int
 	scratch    []byte
+	// headerAt is when the response headers arrived: the upstream time.
+	headerAt time.Duration
+	// access holds what the access log needs once the handler returned;
+	// filled only for sampled requests.
+	access struct {
+		on                bool
+		method, uri, rqid []byte
+	}
 }
 
 var exchangePool = sync.Pool{New: func() any { return &exchange{scratch: make([]byte, 0, 128)} }}
@@ -48,8 +56,10 @@ var exchangePool = sync.Pool{New: func() any { return &exchange{scratch: make([]
 func acquireExchange() *exchange { return exchangePool.Get().(*exchange) }
 
 func releaseExchange(ex *exchange) {
-	scratch := ex.scratch[:0]
+	scratch, a := ex.scratch[:0], ex.access
 	*ex = exchange{scratch: scratch}
+	// Keep the access-log buffers' capacity for the next request.
+	ex.access.method, ex.access.uri, ex.access.rqid = a.method[:0], a.uri[:0], a.rqid[:0]
 	exchangePool.Put(ex)
 }
 
@@ -123,6 +133,7 @@ func (ex *exchange) send(ctx *fasthttp.RequestCtx, c *upstreamConn, s *Snapshot)
 		}
 	}
 	ex.status = resp.Header.StatusCode()
+	ex.headerAt = time.Since(ex.start)
 	ex.closeConn = resp.Header.ConnectionClose()
 	ex.scratch = stripResponseHops(&resp.Header, ex.scratch)
 

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"errors"
+	"math/rand/v2"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -12,16 +13,18 @@ import (
 type Handler struct {
 	router *Router
 	log    *zap.Logger
+	access *zap.Logger
 }
 
 // NewHandler returns the traffic handler routing by r's snapshots.
 func NewHandler(r *Router, log *zap.Logger) *Handler {
-	return &Handler{router: r, log: log}
+	return &Handler{router: r, log: log, access: log.Named("access")}
 }
 
 // Canned error bodies: short, JSON, with no addresses a client should not
 // see. The gateway log has the details.
 var (
+	bodyOverloaded  = []byte(`{"error":"overloaded","message":"every backend of the active pool is at max_concurrency and the queue is full; retry later"}`)
 	bodyNoBackend   = []byte(`{"error":"no_ready_backend","message":"no backend of the active pool is ready (healthy and warm); see GET /admin/status"}`)
 	bodyBadGateway  = []byte(`{"error":"bad_gateway","message":"the model server failed to answer; see the gateway log"}`)
 	bodyTimeout     = []byte(`{"error":"upstream_timeout","message":"the model server did not answer in time"}`)
@@ -48,6 +51,15 @@ func (h *Handler) ServeHTTP(ctx *fasthttp.RequestCtx) {
 	pool.inflight.Add(1)
 	now := ex.start.UnixNano()
 	b := pool.pick(nil, now)
+	if b == nil && pool.MaxConcurrency > 0 && pool.ReadyBackends() > 0 {
+		// Every ready backend is at max_concurrency: wait for a slot.
+		if b = pool.wait(ex.start); b == nil {
+			writeError(ctx, fasthttp.StatusServiceUnavailable, bodyOverloaded)
+			ctx.Response.Header.Set("Retry-After", "1")
+			h.finish(ex, nil)
+			return
+		}
+	}
 	if b == nil {
 		writeError(ctx, fasthttp.StatusServiceUnavailable, bodyNoBackend)
 		ctx.Response.Header.Set("Retry-After", "1")
@@ -55,6 +67,12 @@ func (h *Handler) ServeHTTP(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	ex.scratch = prepareRequest(ctx, ex.scratch)
+	if a := snap.accessSample; a > 0 && (a >= 1 || rand.Float64() < a) {
+		ex.access.on = true
+		ex.access.method = append(ex.access.method, ctx.Method()...)
+		ex.access.uri = append(ex.access.uri, ctx.Request.Header.RequestURI()...)
+		ex.access.rqid = append(ex.access.rqid, ctx.Request.Header.Peek(HeaderRequestID)...)
+	}
 
 	for attempt := 0; ; attempt++ {
 		ex.backend = b
@@ -67,6 +85,7 @@ func (h *Handler) ServeHTTP(ctx *fasthttp.RequestCtx) {
 		b.inflight.Add(-1)
 		kind := errKind(err)
 		pool.metrics.errors[kind].Inc()
+		pool.recordFailure(b, time.Now(), h.log)
 		if attempt == 0 && retryable(err, ctx) {
 			next := pool.pick(b, now)
 			if next == nil {
@@ -94,6 +113,9 @@ func (h *Handler) ServeHTTP(ctx *fasthttp.RequestCtx) {
 	setPoolHeaders(ctx, pool)
 	if ex.status >= 500 {
 		pool.metrics.errors[err5xx].Inc()
+		pool.recordFailure(b, ex.start, h.log)
+	} else {
+		pool.recordSuccess(b)
 	}
 	if clientClose {
 		ctx.Response.SetConnectionClose()
@@ -129,14 +151,41 @@ func (h *Handler) finish(ex *exchange, writeErr error) {
 	}
 	if ex.backend != nil {
 		ex.backend.inflight.Add(-1)
+		ex.pool.release()
 	}
 	ex.pool.inflight.Add(-1)
 	status := ex.status
 	if status == 0 {
 		status = fasthttp.StatusBadGateway
 	}
-	ex.pool.metrics.observe(status, time.Since(ex.start).Seconds())
+	took := time.Since(ex.start)
+	ex.pool.metrics.observe(status, took.Seconds())
+	if ex.access.on {
+		h.logAccess(ex, status, took, writeErr)
+	}
 	releaseExchange(ex)
+}
+
+// logAccess writes one access-log line. Only sampled requests get here,
+// so its allocations stay off the common path.
+func (h *Handler) logAccess(ex *exchange, status int, took time.Duration, writeErr error) {
+	backend := ""
+	if ex.backend != nil {
+		backend = ex.backend.addr
+	}
+	fields := []zap.Field{
+		zap.ByteString("method", ex.access.method), zap.ByteString("path", ex.access.uri),
+		zap.Int("status", status), zap.String("env", string(ex.pool.Color)), zap.String("version", ex.pool.Version),
+		zap.String("backend", backend), zap.Duration("duration", took), zap.Duration("upstream_time", ex.headerAt),
+		zap.ByteString("request_id", ex.access.rqid),
+	}
+	if writeErr != nil {
+		fields = append(fields, zap.NamedError("client_error", writeErr))
+	}
+	if ex.readErr != nil {
+		fields = append(fields, zap.NamedError("upstream_error", ex.readErr))
+	}
+	h.access.Info("request", fields...)
 }
 
 func setPoolHeaders(ctx *fasthttp.RequestCtx, p *Pool) {

@@ -47,16 +47,28 @@ func connectionTokens(v []byte, del func([]byte)) {
 	}
 }
 
+// dropConnectionTokens deletes the headers named by every Connection line
+// (a sender may split the list over several lines). The values are copied
+// into scratch first: deleting headers moves the bytes they point into.
+func dropConnectionTokens(lines [][]byte, scratch []byte, del func([]byte)) []byte {
+	if len(lines) == 0 {
+		return scratch
+	}
+	scratch = scratch[:0]
+	for _, v := range lines {
+		scratch = append(scratch, v...)
+		scratch = append(scratch, ',')
+	}
+	connectionTokens(scratch, del)
+	return scratch
+}
+
 // prepareRequest turns the client's request into the upstream request in
 // place: hop-by-hop headers go, forwarding headers and a request ID are
 // added. Host is left as the client sent it. scratch is reused per request.
 func prepareRequest(ctx *fasthttp.RequestCtx, scratch []byte) []byte {
 	h := &ctx.Request.Header
-	if v := h.Peek("Connection"); len(v) > 0 {
-		// Copy first: deleting headers moves the bytes v points into.
-		scratch = append(scratch[:0], v...)
-		connectionTokens(scratch, h.DelBytes)
-	}
+	scratch = dropConnectionTokens(h.PeekAll("Connection"), scratch, h.DelBytes)
 	for _, name := range hopHeaders {
 		h.Del(name)
 	}
@@ -110,10 +122,7 @@ func appendRequestID(dst []byte) []byte {
 // stripResponseHops removes hop-by-hop headers from an upstream response
 // read straight into the client's response.
 func stripResponseHops(h *fasthttp.ResponseHeader, scratch []byte) []byte {
-	if v := h.Peek("Connection"); len(v) > 0 {
-		scratch = append(scratch[:0], v...)
-		connectionTokens(scratch, h.DelBytes)
-	}
+	scratch = dropConnectionTokens(h.PeekAll("Connection"), scratch, h.DelBytes)
 	for _, name := range hopHeaders {
 		if name != "Transfer-Encoding" {
 			h.Del(name)

@@ -21,7 +21,20 @@ type Metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	errors   *prometheus.CounterVec
+
+	switches   *prometheus.CounterVec
+	swap       prometheus.Histogram
+	drain      *prometheus.HistogramVec
+	stragglers *prometheus.CounterVec
 }
+
+// Switch results, the values of switchyard_switches_total's result label.
+const (
+	ResultOK         = "ok"
+	ResultRefused    = "refused"
+	ResultForced     = "forced"
+	ResultRolledBack = "rolled_back"
+)
 
 // DurationBuckets suit inference: from a 1 ms cache hit to a 30 s cold
 // generation.
@@ -44,7 +57,25 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Failed exchanges with backends, by pool color, model version and kind (connect, timeout, 5xx, reset).",
 		}, []string{"color", "version", "kind"}),
 	}
-	reg.MustRegister(m.requests, m.duration, m.errors)
+	m.switches = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "switchyard_switches_total",
+		Help: "Color switches asked for, by trigger (admin, rollback, file, auto-rollback, ...) and result (ok, refused, forced, rolled_back).",
+	}, []string{"trigger", "result"})
+	m.swap = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "switchyard_switch_swap_duration_seconds",
+		Help:    "Time to publish the new routing snapshot: the moment traffic moves.",
+		Buckets: prometheus.ExponentialBuckets(1e-7, 4, 10),
+	})
+	m.drain = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "switchyard_drain_duration_seconds",
+		Help:    "Time for the pool that lost traffic to finish its in-flight requests, by color and outcome (drained, timed_out).",
+		Buckets: []float64{.01, .05, .1, .5, 1, 5, 10, 30, 60, 120, 300},
+	}, []string{"color", "outcome"})
+	m.stragglers = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "switchyard_drain_stragglers_total",
+		Help: "Requests still in flight when a drain timed out, by color; they were left running, not cut.",
+	}, []string{"color"})
+	reg.MustRegister(m.requests, m.duration, m.errors, m.switches, m.swap, m.drain, m.stragglers)
 	return m
 }
 

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,6 +33,10 @@ type Router struct {
 	history    []SwitchRecord
 	drains     [2]*drain
 	onSwitch   []func(SwitchRecord)
+	onChange   []func(*config.Config, *Snapshot)
+	resolve    Resolver
+	// resolved caches hostname backends' addresses, by config entry.
+	resolved map[string][]string
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -50,6 +55,11 @@ type Options struct {
 	Explain func(*Backend) string
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
+	// Resolve looks up hostname backends; net.DefaultResolver when nil.
+	Resolve Resolver
+	// DNSRefresh is how often hostname backends are re-resolved; 0 means
+	// never after the first lookup.
+	DNSRefresh time.Duration
 }
 
 // historySize bounds the switch history kept for status.
@@ -59,20 +69,31 @@ const historySize = 20
 func NewRouter(cfg *config.Config, opts Options) *Router {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &Router{
-		reg:     opts.Registry,
-		metrics: opts.Metrics,
-		log:     opts.Log,
-		explain: opts.Explain,
-		now:     opts.Now,
-		cfg:     cfg,
-		ctx:     ctx,
-		cancel:  cancel,
+		reg:      opts.Registry,
+		metrics:  opts.Metrics,
+		log:      opts.Log,
+		explain:  opts.Explain,
+		now:      opts.Now,
+		cfg:      cfg,
+		resolve:  opts.Resolve,
+		resolved: map[string][]string{},
+		ctx:      ctx,
+		cancel:   cancel,
 	}
 	if r.now == nil {
 		r.now = time.Now
 	}
+	if r.resolve == nil {
+		r.resolve = net.DefaultResolver.LookupHost
+	}
 	r.generation = 1
+	r.mu.Lock()
 	r.snap.Store(r.build(cfg, cfg.Active, r.generation))
+	r.mu.Unlock()
+	if opts.DNSRefresh > 0 {
+		r.wg.Add(1)
+		go r.refreshDNS(opts.DNSRefresh)
+	}
 	return r
 }
 
@@ -103,7 +124,8 @@ func (r *Router) Close() {
 	r.wg.Wait()
 }
 
-// build makes a snapshot of cfg with the given active color.
+// build makes a snapshot of cfg with the given active color. r.mu must be
+// held.
 func (r *Router) build(cfg *config.Config, active config.Color, gen uint64) *Snapshot {
 	t := cfg.Proxy.Timeouts
 	s := &Snapshot{
@@ -115,6 +137,9 @@ func (r *Router) build(cfg *config.Config, active config.Color, gen uint64) *Sna
 		totalTimeout:   t.Total.D(),
 		idleTimeout:    t.Idle.D(),
 	}
+	if cfg.Log.Access.Enabled {
+		s.accessSample = cfg.Log.Access.Sample
+	}
 	for _, color := range []config.Color{config.Blue, config.Green} {
 		pc := cfg.Pools.Get(color)
 		p := &Pool{
@@ -123,10 +148,20 @@ func (r *Router) build(cfg *config.Config, active config.Color, gen uint64) *Sna
 			MaxConcurrency: int64(pc.MaxConcurrency),
 			balance:        pc.Balance,
 			inflight:       &r.inflight[colorIndex(color)],
-			metrics:        r.metrics.forPool(string(color), pc.Version),
+			outlier: outlierPolicy{
+				consecutive: int32(max(cfg.Outlier.ConsecutiveFailures, 0)),
+				base:        cfg.Outlier.BaseEjection.D(),
+				maxPercent:  cfg.Outlier.MaxEjectionPercent,
+			},
+			maxQueue:     int64(pc.MaxQueue),
+			queueTimeout: pc.QueueTimeout.D(),
+			wake:         make(chan struct{}, 1),
+			metrics:      r.metrics.forPool(string(color), pc.Version),
 		}
-		for _, addr := range pc.Backends {
-			p.Backends = append(p.Backends, r.reg.Get(addr))
+		for _, entry := range pc.Backends {
+			for _, addr := range r.expand(entry) {
+				p.Backends = append(p.Backends, r.reg.Get(addr))
+			}
 		}
 		s.Pools[colorIndex(color)] = p
 	}

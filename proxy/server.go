@@ -1,7 +1,10 @@
 package proxy
 
 import (
+	"fmt"
 	"time"
+
+	"go.uber.org/zap"
 
 	"github.com/valyala/fasthttp"
 )
@@ -11,6 +14,9 @@ import (
 // reload may lower, is checked per request.
 func NewServer(h *Handler, maxBody int) *fasthttp.Server {
 	return &fasthttp.Server{
+		// Connection-level errors (a client sending junk, a body over the
+		// limit) already got their answer; keep them out of stderr.
+		Logger:                       debugLogger{h.log},
 		Handler:                      h.ServeHTTP,
 		ErrorHandler:                 ErrorHandler,
 		Name:                         "switchyard",
@@ -25,5 +31,14 @@ func NewServer(h *Handler, maxBody int) *fasthttp.Server {
 		// the response may take as long as inference does.
 		ReadTimeout:     60 * time.Second,
 		CloseOnShutdown: true,
+	}
+}
+
+// debugLogger adapts zap to fasthttp's Logger at debug level.
+type debugLogger struct{ log *zap.Logger }
+
+func (l debugLogger) Printf(format string, args ...any) {
+	if ce := l.log.Check(zap.DebugLevel, "connection error"); ce != nil {
+		ce.Write(zap.String("detail", fmt.Sprintf(format, args...)))
 	}
 }

@@ -25,6 +25,8 @@ type Snapshot struct {
 	headerTimeout  time.Duration
 	totalTimeout   time.Duration
 	idleTimeout    time.Duration
+	// accessSample is the share of requests access-logged; 0 is off.
+	accessSample float64
 }
 
 // Pool returns the pool of color c.
@@ -52,6 +54,12 @@ type Pool struct {
 
 	balance string
 	rr      atomic.Uint64
+	outlier outlierPolicy
+	// Queueing when every backend is at MaxConcurrency.
+	maxQueue     int64
+	queueTimeout time.Duration
+	waiting      atomic.Int64
+	wake         chan struct{}
 	// inflight is the color's counter, owned by the Router so it survives
 	// snapshots: the drain watches it.
 	inflight *atomic.Int64

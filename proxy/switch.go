@@ -15,6 +15,9 @@ const (
 	TriggerRollback = "rollback"
 	TriggerFile     = "file"
 	TriggerStartup  = "startup"
+	// TriggerAutoRollback is a switch back made by the gateway itself
+	// after the new color broke a threshold.
+	TriggerAutoRollback = "auto-rollback"
 )
 
 // ErrStaleGeneration is returned when a switch names a generation that is
@@ -127,6 +130,7 @@ func (r *Router) switchLocked(req SwitchRequest) (SwitchResult, error) {
 	}
 	if err := r.gate(target); err != nil {
 		if !req.Force {
+			r.metrics.switches.WithLabelValues(req.Trigger, ResultRefused).Inc()
 			r.log.Warn("switch refused", zap.String("env", string(to)), zap.String("version", target.Version),
 				zap.String("trigger", req.Trigger), zap.Error(err))
 			return res, err
@@ -142,6 +146,15 @@ func (r *Router) switchLocked(req SwitchRequest) (SwitchResult, error) {
 
 	res.Generation = next.Generation
 	res.SwapNanos = swap.Nanoseconds()
+	result := ResultOK
+	switch {
+	case res.Forced:
+		result = ResultForced
+	case req.Trigger == TriggerRollback || req.Trigger == TriggerAutoRollback:
+		result = ResultRolledBack
+	}
+	r.metrics.switches.WithLabelValues(req.Trigger, result).Inc()
+	r.metrics.swap.Observe(swap.Seconds())
 	rec := SwitchRecord{From: cur.Active, To: to, Version: target.Version, Trigger: req.Trigger, Forced: res.Forced,
 		At: r.now(), SwapNanos: res.SwapNanos, Generation: next.Generation}
 	r.history = append(r.history, rec)
@@ -167,7 +180,7 @@ func (r *Router) gate(p *Pool) error {
 	need, _ := config.ParseMinReady(r.cfg.Switch.MinReady, len(p.Backends))
 	ready := p.ReadyBackends()
 	if ready >= need && len(p.Backends) > 0 {
-		return nil
+		return r.capacityGate(p, ready)
 	}
 	e := &RefusedError{Color: p.Color, Ready: ready, Need: max(need, 1), Backends: map[string]string{}}
 	for _, b := range p.Backends {
@@ -184,6 +197,23 @@ func (r *Router) gate(p *Pool) error {
 		e.Reason = "the pool has no backends; add some to pools." + string(p.Color) + ".backends"
 	}
 	return e
+}
+
+// capacityGate, with switch.capacity_check, refuses a target whose ready
+// backends cannot hold the active pool's in-flight load at
+// max_concurrency: switching would only move the queue.
+func (r *Router) capacityGate(p *Pool, ready int) error {
+	if !r.cfg.Switch.CapacityCheck || p.MaxConcurrency == 0 {
+		return nil
+	}
+	capacity := int64(ready) * p.MaxConcurrency
+	load := r.snap.Load().ActivePool().Inflight()
+	if capacity >= load {
+		return nil
+	}
+	return &RefusedError{Color: p.Color, Ready: ready, Need: ready,
+		Reason: fmt.Sprintf("capacity: %d ready backends x max_concurrency %d = %d, below the %d requests in flight on the active pool; scale %s up or pass force",
+			ready, p.MaxConcurrency, capacity, load, p.Color)}
 }
 
 // History returns the recorded switches, oldest first.

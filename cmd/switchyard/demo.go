@@ -12,6 +12,7 @@ import (
 
 	"github.com/switchyard/switchyard/config"
 	"github.com/switchyard/switchyard/gateway"
+	"github.com/switchyard/switchyard/logs"
 	"github.com/switchyard/switchyard/modelsim"
 	"go.uber.org/zap"
 )
@@ -64,12 +65,12 @@ func demo(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "demo config:", err)
 		return exitUsage
 	}
-	log, err := newLogger(cfg.Log, os.Stdout)
+	log, err := logs.New(logs.Options{Format: cfg.Log.Format, Level: cfg.Log.Level}, os.Stdout)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitUsage
 	}
-	defer syncLog(log)
+	defer logs.SyncQuietly(log)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	err = gateway.Run(ctx, gateway.Options{Config: cfg, Log: log, Version: buildVersion(), ShutdownTimeout: 5 * time.Second,

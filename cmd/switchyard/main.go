@@ -15,8 +15,8 @@ import (
 
 	"github.com/switchyard/switchyard/config"
 	"github.com/switchyard/switchyard/gateway"
+	"github.com/switchyard/switchyard/logs"
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -88,7 +88,7 @@ func serve(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "switchyard serve: --config FILE is required (or try: switchyard demo)")
 		return exitUsage
 	}
-	cfg, _, err := config.Load(*path)
+	cfg, data, err := config.Load(*path)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitUsage
@@ -96,15 +96,15 @@ func serve(args []string, stderr io.Writer) int {
 	if *logFormat != "" {
 		cfg.Log.Format = *logFormat
 	}
-	log, err := newLogger(cfg.Log, os.Stdout)
+	log, err := logs.New(logs.Options{Format: cfg.Log.Format, Level: cfg.Log.Level}, os.Stdout)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitUsage
 	}
-	defer syncLog(log)
+	defer logs.SyncQuietly(log)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := gateway.Run(ctx, gateway.Options{Config: cfg, ConfigPath: *path, Log: log, Version: buildVersion()}); err != nil {
+	if err := gateway.Run(ctx, gateway.Options{Config: cfg, ConfigPath: *path, ConfigData: data, Log: log, Version: buildVersion()}); err != nil {
 		log.Error("gateway failed", zap.Error(err))
 		return exitRefused
 	}
@@ -134,27 +134,3 @@ func validate(args []string, stdout, stderr io.Writer) int {
 		cfg.Pools.Blue.Version, len(cfg.Pools.Blue.Backends), cfg.Pools.Green.Version, len(cfg.Pools.Green.Backends))
 	return exitOK
 }
-
-// newLogger builds the zap logger. Levels and formats were validated with
-// the config.
-func newLogger(c config.Log, w io.Writer) (*zap.Logger, error) {
-	level, err := zapcore.ParseLevel(c.Level)
-	if err != nil {
-		return nil, fmt.Errorf("log.level: %w", err)
-	}
-	encCfg := zap.NewProductionEncoderConfig()
-	encCfg.EncodeTime = zapcore.ISO8601TimeEncoder
-	var enc zapcore.Encoder
-	if c.Format == "console" {
-		encCfg.EncodeLevel = zapcore.CapitalColorLevelEncoder
-		enc = zapcore.NewConsoleEncoder(encCfg)
-	} else {
-		enc = zapcore.NewJSONEncoder(encCfg)
-	}
-	core := zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(w)), level)
-	return zap.New(core), nil
-}
-
-// syncLog flushes the logger. Sync on a terminal or pipe fails with
-// EINVAL on Linux; that is not a shutdown failure.
-func syncLog(log *zap.Logger) { _ = log.Sync() }

@@ -1,0 +1,130 @@
+// Package health probes every backend of both pools, understands what
+// model servers report (model loaded, CUDA, GPU memory, queue depth; in
+// Switchyard's json format and the KServe v2, Triton, TorchServe and vLLM
+// conventions), runs warmup before a backend gets traffic, and decides
+// when a backend is ready: healthy and warm.
+package health
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+)
+
+// Report is what one probe learned about a backend. Optional fields are
+// nil when the server did not report them.
+type Report struct {
+	ModelLoaded   *bool    `json:"model_loaded,omitempty"`
+	CUDAAvailable *bool    `json:"cuda_available,omitempty"`
+	Device        string   `json:"device,omitempty"`
+	GPUUUID       string   `json:"gpu_uuid,omitempty"`
+	GPUMemUsed    *float64 `json:"gpu_memory_used_bytes,omitempty"`
+	GPUMemTotal   *float64 `json:"gpu_memory_total_bytes,omitempty"`
+	GPUUtil       *float64 `json:"gpu_utilization,omitempty"`
+	QueueDepth    *float64 `json:"queue_depth,omitempty"`
+	Running       *float64 `json:"requests_running,omitempty"`
+	KVCacheUsage  *float64 `json:"kv_cache_usage,omitempty"`
+	QueueLatency  *float64 `json:"queue_latency_seconds,omitempty"`
+	BootID        string   `json:"boot_id,omitempty"`
+	Version       string   `json:"version,omitempty"`
+}
+
+// merge fills r's unset fields from o (e.g. scraped metrics after the
+// health body).
+func (r *Report) merge(o Report) {
+	setF := func(dst **float64, src *float64) {
+		if *dst == nil && src != nil {
+			*dst = src
+		}
+	}
+	setF(&r.GPUMemUsed, o.GPUMemUsed)
+	setF(&r.GPUMemTotal, o.GPUMemTotal)
+	setF(&r.GPUUtil, o.GPUUtil)
+	setF(&r.QueueDepth, o.QueueDepth)
+	setF(&r.Running, o.Running)
+	setF(&r.KVCacheUsage, o.KVCacheUsage)
+	setF(&r.QueueLatency, o.QueueLatency)
+}
+
+// LoadScore turns a report into the gpu policy's score, in units of one
+// in-flight request: requests waiting in the server's own queue, plus a
+// penalty that grows as KV cache or GPU memory fills, since a full cache
+// means preemption and a full GPU means out-of-memory errors.
+func (r *Report) LoadScore() int64 {
+	var score float64
+	if r.QueueDepth != nil {
+		score += *r.QueueDepth
+	}
+	pressure := 0.0
+	if r.KVCacheUsage != nil {
+		pressure = *r.KVCacheUsage
+	}
+	if r.GPUMemUsed != nil && r.GPUMemTotal != nil && *r.GPUMemTotal > 0 {
+		pressure = max(pressure, *r.GPUMemUsed / *r.GPUMemTotal)
+	}
+	switch {
+	case pressure >= 0.95:
+		score += 16
+	case pressure > 0:
+		score += pressure * 4
+	}
+	return int64(score + 0.5)
+}
+
+// jsonHealth is Switchyard's json probe body. Unknown fields are ignored:
+// model servers add their own.
+type jsonHealth struct {
+	Status        *string  `json:"status"`
+	ModelLoaded   *bool    `json:"model_loaded"`
+	CUDAAvailable *bool    `json:"cuda_available"`
+	Device        *string  `json:"device"`
+	GPUUUID       *string  `json:"gpu_uuid"`
+	GPUMemUsed    *float64 `json:"gpu_memory_used_bytes"`
+	GPUMemTotal   *float64 `json:"gpu_memory_total_bytes"`
+	GPUUtil       *float64 `json:"gpu_utilization"`
+	QueueDepth    *float64 `json:"queue_depth"`
+	BootID        *string  `json:"boot_id"`
+	Version       *string  `json:"version"`
+}
+
+// ParseJSONHealth checks a json-kind health body: status must say ok and
+// model_loaded, when present, must be true.
+func ParseJSONHealth(body []byte) (Report, error) {
+	var h jsonHealth
+	if err := json.Unmarshal(body, &h); err != nil {
+		return Report{}, fmt.Errorf("health body is not JSON: %w (body starts %q)", err, prefix(body))
+	}
+	r := Report{
+		ModelLoaded: h.ModelLoaded, CUDAAvailable: h.CUDAAvailable, GPUMemUsed: h.GPUMemUsed,
+		GPUMemTotal: h.GPUMemTotal, GPUUtil: h.GPUUtil, QueueDepth: h.QueueDepth,
+	}
+	r.Device, r.GPUUUID, r.BootID, r.Version = deref(h.Device), deref(h.GPUUUID), deref(h.BootID), deref(h.Version)
+	if h.Status == nil {
+		return r, fmt.Errorf(`health body has no "status" field (want "ok")`)
+	}
+	switch strings.ToLower(*h.Status) {
+	case "ok", "healthy", "ready", "up", "serving":
+	default:
+		return r, fmt.Errorf("status is %q, not ok", *h.Status)
+	}
+	if h.ModelLoaded != nil && !*h.ModelLoaded {
+		return r, fmt.Errorf("model not loaded")
+	}
+	return r, nil
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+// prefix is the start of a body for error messages.
+func prefix(b []byte) string {
+	const n = 64
+	if len(b) > n {
+		return string(b[:n]) + "…"
+	}
+	return string(b)
+}
