@@ -62,6 +62,85 @@ type Config struct {
 	// Outlier configures passive health: ejecting backends that fail live
 	// traffic.
 	Outlier Outlier `yaml:"outlier"`
+	// Traffic splits live traffic for a canary and mirrors a share of it
+	// to the standby pool.
+	Traffic Traffic `yaml:"traffic"`
+	// Analysis compares the two colors and decides promotion and rollback.
+	Analysis Analysis `yaml:"analysis"`
+}
+
+// Traffic configures a canary split and shadow traffic. Both end when the
+// active color changes.
+type Traffic struct {
+	// Blue and Green are the percent (0-100) of requests sent to that
+	// color while it is the standby; the active color takes the rest. Only
+	// the standby color may be non-zero.
+	Blue  int `yaml:"blue"`
+	Green int `yaml:"green"`
+	// StickyHeader, when set, names a request header (e.g. X-User-ID)
+	// whose hash picks the color, so one user stays on one color.
+	StickyHeader string `yaml:"sticky_header"`
+	// Mirror copies a share of requests to the standby pool.
+	Mirror Mirror `yaml:"mirror"`
+}
+
+// Weight returns the canary percent of color c.
+func (t *Traffic) Weight(c Color) int {
+	if c == Green {
+		return t.Green
+	}
+	return t.Blue
+}
+
+// Mirror configures shadow traffic: copies of requests sent to the
+// standby pool, whose answers are recorded and discarded.
+type Mirror struct {
+	// To is the color receiving the copies; it must be the standby.
+	To Color `yaml:"to"`
+	// Percent of requests copied, 0-100; 0 is off.
+	Percent float64 `yaml:"percent"`
+	// MaxBodyBytes: larger requests are not mirrored. Default 1 MiB.
+	MaxBodyBytes int `yaml:"max_body_bytes"`
+	// Concurrency bounds mirrored requests in flight. Default 16.
+	Concurrency int `yaml:"concurrency"`
+	// Queue bounds copies waiting for a free slot; more are dropped and
+	// counted, never queued without bound. Default 64.
+	Queue int `yaml:"queue"`
+	// Timeout bounds one mirrored request. Default 10s.
+	Timeout Duration `yaml:"timeout"`
+}
+
+// Analysis configures the comparison of the candidate color with the
+// baseline during a canary or shadow phase, and of the new active color
+// with the previous one after a switch.
+type Analysis struct {
+	// Window is how far back the comparison looks. Default 60s, at most 10m.
+	Window Duration `yaml:"window"`
+	// MinRequests is how many requests the candidate needs before a
+	// verdict. Default 50.
+	MinRequests int `yaml:"min_requests"`
+	// MaxErrorRatio is the highest 5xx-or-failure share the candidate may
+	// have, 0-1. Default 0.05.
+	MaxErrorRatio float64 `yaml:"max_error_ratio"`
+	// MaxP99Ratio is the highest candidate P99 / baseline P99. Default 2;
+	// 0 disables the relative check.
+	MaxP99Ratio float64 `yaml:"max_p99_ratio"`
+	// MaxP99 is an absolute P99 bound; 0 disables it.
+	MaxP99 Duration `yaml:"max_p99"`
+	// MaxStatusDiffRatio is, for shadow traffic, the highest share of
+	// mirrored requests whose status class differs from the live answer.
+	// Default 0.05.
+	MaxStatusDiffRatio float64 `yaml:"max_status_diff_ratio"`
+	// Observe is how long after a switch the new color is watched for
+	// automatic rollback. Default 60s; 0 disables automatic rollback.
+	Observe Duration `yaml:"observe"`
+	// AutoRollback switches back by itself when the new color breaks a
+	// threshold within Observe and the previous color is still ready.
+	// Default true.
+	AutoRollback *bool `yaml:"auto_rollback"`
+	// AutoPromote switches to the candidate by itself once a canary or
+	// shadow phase has run a whole Window clean.
+	AutoPromote bool `yaml:"auto_promote"`
 }
 
 // Outlier configures passive health checks on live traffic.

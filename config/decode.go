@@ -111,6 +111,13 @@ func walkKeys(n *yaml.Node, t reflect.Type, path string, lines map[string]int, e
 		t = t.Elem()
 	}
 	lines[path] = n.Line
+	if t == reflect.TypeOf(Duration(0)) {
+		var d Duration
+		if err := d.UnmarshalYAML(n); err != nil {
+			*errs = append(*errs, &Error{Path: path, Line: n.Line, Msg: strings.TrimPrefix(err.Error(), fmt.Sprintf("line %d: ", n.Line))})
+		}
+		return
+	}
 	switch {
 	case t.Kind() == reflect.Struct && n.Kind == yaml.MappingNode && t != reflect.TypeOf(Duration(0)):
 		fields := yamlFields(t)

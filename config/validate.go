@@ -61,6 +61,22 @@ func (c *Config) applyDefaults() {
 	setDefault(&t.Idle, Duration(DefaultIdleTimeout))
 	setDefault(&c.Switch.DrainTimeout, Duration(DefaultDrainTimeout))
 	setDefault(&c.Switch.MinReady, "100%")
+	m := &c.Traffic.Mirror
+	setDefault(&m.MaxBodyBytes, 1<<20)
+	setDefault(&m.Concurrency, 16)
+	setDefault(&m.Queue, 64)
+	setDefault(&m.Timeout, Duration(10*time.Second))
+	a := &c.Analysis
+	setDefault(&a.Window, Duration(time.Minute))
+	setDefault(&a.MinRequests, 50)
+	setDefault(&a.MaxErrorRatio, 0.05)
+	setDefault(&a.MaxP99Ratio, 2)
+	setDefault(&a.MaxStatusDiffRatio, 0.05)
+	setDefault(&a.Observe, Duration(time.Minute))
+	if a.AutoRollback == nil {
+		on := true
+		a.AutoRollback = &on
+	}
 	setDefault(&c.Outlier.ConsecutiveFailures, 5)
 	setDefault(&c.Outlier.BaseEjection, Duration(10*time.Second))
 	setDefault(&c.Outlier.MaxEjectionPercent, 50)
@@ -96,9 +112,17 @@ func (h *Health) applyDefaults(parent *Health) {
 			setDefault(&h.Path, parent.Path)
 			setDefault(&h.Model, parent.Model)
 		}
+		// A kind of its own brings that kind's default path.
+		setDefault(&h.Path, DefaultProbePath(h.Kind))
 		setDefault(&h.MetricsPath, parent.MetricsPath)
+		ownInterval := h.Interval != 0 && h.Interval != parent.Interval
 		setDefault(&h.Interval, parent.Interval)
-		setDefault(&h.Timeout, parent.Timeout)
+		setDefault(&h.Timeout, min(parent.Timeout, h.Interval))
+		// The default jitter is a share of this pool's interval, not the
+		// parent's absolute value.
+		if ownInterval {
+			setDefault(&h.Jitter, h.Interval/10)
+		}
 		setDefault(&h.Jitter, parent.Jitter)
 		setDefault(&h.HealthyThreshold, parent.HealthyThreshold)
 		setDefault(&h.UnhealthyThreshold, parent.UnhealthyThreshold)
@@ -180,16 +204,17 @@ type problems struct {
 }
 
 func (p *problems) add(path, format string, args ...any) {
+	// A defaulted field has no line of its own: report the full path at
+	// its nearest written parent's line.
 	line, ok := p.lines[path]
-	for !ok && path != "" {
-		// Report a defaulted field at its nearest written parent.
-		i := strings.LastIndexAny(path, ".[")
+	for parent := path; !ok && parent != ""; {
+		i := strings.LastIndexAny(parent, ".[")
 		if i < 0 {
-			path = ""
+			parent = ""
 		} else {
-			path = path[:i]
+			parent = parent[:i]
 		}
-		line, ok = p.lines[path]
+		line, ok = p.lines[parent]
 	}
 	p.errs = append(p.errs, &Error{Path: path, Line: line, Msg: fmt.Sprintf(format, args...)})
 }
@@ -232,6 +257,8 @@ func (c *Config) validate(lines map[string]int) Errors {
 	if o := c.Outlier; o.MaxEjectionPercent < 0 || o.MaxEjectionPercent > 100 {
 		p.add("outlier.max_ejection_percent", "must be within 0-100, got %d", o.MaxEjectionPercent)
 	}
+	c.validateTraffic(p)
+	c.validateAnalysis(p)
 	if _, err := ParseMinReady(c.Switch.MinReady, 1); err != nil {
 		p.add("switch.min_ready", "%v", err)
 	}
@@ -383,7 +410,7 @@ func ParseMinReady(v string, n int) (int, error) {
 	}
 	if pct, ok := strings.CutSuffix(v, "%"); ok {
 		f, err := strconv.ParseFloat(pct, 64)
-		if err != nil || f <= 0 || f > 100 {
+		if err != nil || !(f > 0 && f <= 100) {
 			return 0, fmt.Errorf("%q is not a percentage in (0, 100] (want e.g. \"50%%\")", v)
 		}
 		need := int(f*float64(n)/100 + 0.999999)
@@ -394,4 +421,55 @@ func ParseMinReady(v string, n int) (int, error) {
 		return 0, fmt.Errorf("%q is neither a count of at least 1 nor a percentage (want e.g. \"2\" or \"50%%\")", v)
 	}
 	return k, nil
+}
+
+func (c *Config) validateTraffic(p *problems) {
+	t := &c.Traffic
+	for _, col := range []Color{Blue, Green} {
+		w := t.Weight(col)
+		path := "traffic." + string(col)
+		switch {
+		case w < 0 || w > 100:
+			p.add(path, "%d is not a percent (want 0-100)", w)
+		case w > 0 && col == c.Active:
+			p.add(path, "%s is the active color and takes the rest; set the standby color's share instead (traffic.%s)", col, col.Other())
+		}
+	}
+	if h := t.StickyHeader; h != "" && strings.ContainsAny(h, " :\r\n") {
+		p.add("traffic.sticky_header", "%q is not a header name", h)
+	}
+	m := t.Mirror
+	if m.Percent < 0 || m.Percent > 100 {
+		p.add("traffic.mirror.percent", "%v is not a percent (want 0-100)", m.Percent)
+	}
+	if m.Percent > 0 {
+		switch {
+		case !m.To.Valid():
+			p.add("traffic.mirror.to", "%q is not a color (want the standby color, %s)", m.To, c.Active.Other())
+		case m.To == c.Active:
+			p.add("traffic.mirror.to", "%s is the active color; mirror to the standby, %s", m.To, c.Active.Other())
+		}
+	}
+	if m.Concurrency < 1 || m.Queue < 0 || m.MaxBodyBytes < 0 {
+		p.add("traffic.mirror", "concurrency must be at least 1, queue and max_body_bytes at least 0")
+	}
+}
+
+func (c *Config) validateAnalysis(p *problems) {
+	a := &c.Analysis
+	if a.Window.D() > 10*time.Minute {
+		p.add("analysis.window", "%s is longer than the 10m of history kept", a.Window.D())
+	}
+	if a.MaxErrorRatio < 0 || a.MaxErrorRatio > 1 {
+		p.add("analysis.max_error_ratio", "%v is not a ratio in [0, 1]", a.MaxErrorRatio)
+	}
+	if a.MaxStatusDiffRatio < 0 || a.MaxStatusDiffRatio > 1 {
+		p.add("analysis.max_status_diff_ratio", "%v is not a ratio in [0, 1]", a.MaxStatusDiffRatio)
+	}
+	if a.MaxP99Ratio < 0 {
+		p.add("analysis.max_p99_ratio", "must be 0 (off) or positive, got %v", a.MaxP99Ratio)
+	}
+	if a.MinRequests < 1 {
+		p.add("analysis.min_requests", "must be at least 1, got %d", a.MinRequests)
+	}
 }

@@ -60,8 +60,9 @@ func New(log *zap.Logger, warmer Warmer, active func() config.Color) *Checker {
 	ctx, cancel := context.WithCancel(context.Background())
 	tr := &http.Transport{
 		MaxIdleConnsPerHost: 1,
-		// Below gunicorn's 2 s keep-alive, so we close first.
-		IdleConnTimeout:   time.Second,
+		// Long enough to reuse a connection across 1 s probe intervals,
+		// below gunicorn's 2 s keep-alive so that we close first.
+		IdleConnTimeout:   1500 * time.Millisecond,
 		DisableKeepAlives: false,
 	}
 	return &Checker{
@@ -140,6 +141,8 @@ func (c *Checker) Explain(b *proxy.Backend) string {
 	switch {
 	case !st.Probed:
 		return "not probed yet"
+	case !st.Healthy && st.LastError == "":
+		return fmt.Sprintf("unhealthy: recovering, %d of %d passing probes", st.passes, m.settings.Load().Health.HealthyThreshold)
 	case !st.Healthy:
 		return "unhealthy: " + st.LastError
 	case st.Warming:

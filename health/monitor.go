@@ -35,6 +35,10 @@ type State struct {
 	SharedGPUWith []string  `json:"gpu_shared_with,omitempty"`
 
 	passes, fails int
+	// epoch changes whenever the process behind the backend may have lost
+	// its warm state (unhealthy, restarted); a warmup that began in an
+	// older epoch does not count.
+	epoch         int
 	rewarm        bool
 	lastKeepWarm  time.Time
 	warmFailedAt  time.Time
@@ -136,6 +140,7 @@ func (m *monitor) observe(ctx context.Context, s *Target, rep Report, err error)
 		if st.Report.BootID != "" && rep.BootID != "" && rep.BootID != st.Report.BootID {
 			st.Restarts++
 			st.Warm = false
+			st.epoch++
 			m.logger().Info("backend restarted (boot_id changed); warming again",
 				zap.String("old_boot_id", st.Report.BootID), zap.String("boot_id", rep.BootID))
 		}
@@ -148,6 +153,7 @@ func (m *monitor) observe(ctx context.Context, s *Target, rep Report, err error)
 		st.Healthy = false
 		// A backend that was down may have lost its GPU state.
 		st.Warm = false
+		st.epoch++
 	case !st.Healthy && err == nil && (firstProbe || st.passes >= s.Health.HealthyThreshold):
 		// Like Envoy, the first probe of a new backend ignores the
 		// threshold, so a fleet comes up in one interval.
@@ -190,7 +196,7 @@ func (m *monitor) observe(ctx context.Context, s *Target, rep Report, err error)
 		st.rewarm = false
 		m.busy, st.Warming, st.WarmPassed, st.WarmNeeded = true, true, 0, s.Warmup.Requests
 		m.c.wg.Add(1)
-		go m.warm(ctx, s)
+		go m.warm(ctx, s, st.epoch)
 	case s.KeepWarm > 0 && m.c.active() != s.Color && now.Sub(st.lastKeepWarm) >= s.KeepWarm:
 		st.lastKeepWarm = now
 		m.busy = true
@@ -199,7 +205,7 @@ func (m *monitor) observe(ctx context.Context, s *Target, rep Report, err error)
 	}
 }
 
-func (m *monitor) warm(ctx context.Context, s *Target) {
+func (m *monitor) warm(ctx context.Context, s *Target, epoch int) {
 	defer m.c.wg.Done()
 	start := time.Now()
 	l := m.logger()
@@ -213,6 +219,13 @@ func (m *monitor) warm(ctx context.Context, s *Target) {
 	defer m.mu.Unlock()
 	m.busy, m.st.Warming = false, false
 	if ctx.Err() != nil {
+		return
+	}
+	if epoch != m.st.epoch {
+		// The backend went down or restarted while we warmed it: this
+		// result is about a process that is gone. The next probe warms
+		// the new one.
+		l.Info("warmup result discarded: the backend went down or restarted meanwhile")
 		return
 	}
 	if err != nil {
@@ -241,7 +254,10 @@ func (m *monitor) warm(ctx context.Context, s *Target) {
 
 func (m *monitor) keepWarm(ctx context.Context, s *Target) {
 	defer m.c.wg.Done()
-	pctx, cancel := context.WithTimeout(ctx, s.Warmup.Timeout)
+	pctx, cancel := ctx, context.CancelFunc(func() {})
+	if s.Warmup.Timeout > 0 {
+		pctx, cancel = context.WithTimeout(ctx, s.Warmup.Timeout)
+	}
 	lat, err := m.c.warmer.Ping(pctx, m.addr, s.Warmup)
 	cancel()
 	m.mu.Lock()

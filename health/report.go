@@ -68,7 +68,13 @@ func (r *Report) LoadScore() int64 {
 	case pressure > 0:
 		score += pressure * 4
 	}
-	return int64(score + 0.5)
+	// Clamp: a server reporting absurd numbers must not wrap to a
+	// negative score and attract all traffic.
+	const maxScore = 1 << 40
+	if !(score < maxScore) {
+		return maxScore
+	}
+	return int64(max(score, 0) + 0.5)
 }
 
 // jsonHealth is Switchyard's json probe body. Unknown fields are ignored:

@@ -51,6 +51,8 @@ type exchange struct {
 	}
 }
 
+var http11 = []byte("HTTP/1.1")
+
 var exchangePool = sync.Pool{New: func() any { return &exchange{scratch: make([]byte, 0, 128)} }}
 
 func acquireExchange() *exchange { return exchangePool.Get().(*exchange) }
@@ -63,8 +65,9 @@ func releaseExchange(ex *exchange) {
 	exchangePool.Put(ex)
 }
 
-// errStale marks a reused connection that failed before any response byte:
-// the backend closed it while idle and never saw the request.
+// errStale marks a reused connection whose write failed: the backend
+// closed it between our liveness check and the write, and cannot have
+// read the request.
 var errStale = errors.New("proxy: keep-alive connection closed by the backend")
 
 // sendError is a failure after the request was (maybe partly) written.
@@ -113,17 +116,16 @@ func (ex *exchange) send(ctx *fasthttp.RequestCtx, c *upstreamConn, s *Snapshot)
 		}
 		return &sendError{err}
 	}
-	// A reused connection that yields nothing at all was closed by the
-	// backend while idle; anything else is a real failure.
+	// The connection was checked open before the write, so silence now is
+	// a real failure: the backend may have run the request.
 	if _, err := c.br.Peek(1); err != nil {
-		if c.reused && !isTimeout(err) {
-			return errStale
-		}
 		return &sendError{err}
 	}
 	resp := &ctx.Response
 	for {
 		resp.Header.Reset()
+		// Send no Content-Type the backend did not send.
+		resp.Header.SetNoDefaultContentType(true)
 		if err := resp.Header.Read(c.br); err != nil {
 			return &sendError{err}
 		}
@@ -135,6 +137,8 @@ func (ex *exchange) send(ctx *fasthttp.RequestCtx, c *upstreamConn, s *Snapshot)
 	ex.status = resp.Header.StatusCode()
 	ex.headerAt = time.Since(ex.start)
 	ex.closeConn = resp.Header.ConnectionClose()
+	// We speak HTTP/1.1 to the client whatever the backend spoke.
+	resp.Header.SetProtocol(http11)
 	ex.scratch = stripResponseHops(&resp.Header, ex.scratch)
 
 	switch cl := resp.Header.ContentLength(); {

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"errors"
+	"io"
 	"math/rand/v2"
 	"time"
 
@@ -37,20 +38,28 @@ var (
 // when it starts.
 func (h *Handler) ServeHTTP(ctx *fasthttp.RequestCtx) {
 	snap := h.router.snap.Load()
-	pool := snap.ActivePool()
-	setPoolHeaders(ctx, pool)
+	pool, canary := snap.route(ctx)
 
 	if snap.maxBody > 0 && len(ctx.Request.Body()) > snap.maxBody {
+		setPoolHeaders(ctx, pool)
 		writeError(ctx, fasthttp.StatusRequestEntityTooLarge, bodyTooLarge)
 		return
 	}
 	clientClose := ctx.Request.Header.ConnectionClose()
 
 	ex := acquireExchange()
-	ex.h, ex.pool, ex.start = h, pool, time.Now()
-	pool.inflight.Add(1)
+	ex.h, ex.start = h, time.Now()
 	now := ex.start.UnixNano()
 	b := pool.pick(nil, now)
+	if b == nil && canary {
+		// A canary never costs a request: without a ready standby backend
+		// the request stays on the active pool.
+		pool = snap.ActivePool()
+		b = pool.pick(nil, now)
+	}
+	ex.pool = pool
+	pool.inflight.Add(1)
+	setPoolHeaders(ctx, pool)
 	if b == nil && pool.MaxConcurrency > 0 && pool.ReadyBackends() > 0 {
 		// Every ready backend is at max_concurrency: wait for a slot.
 		if b = pool.wait(ex.start); b == nil {
@@ -120,11 +129,23 @@ func (h *Handler) ServeHTTP(ctx *fasthttp.RequestCtx) {
 	if clientClose {
 		ctx.Response.SetConnectionClose()
 	}
-	switch ex.mode {
-	case bodyNone:
+	switch {
+	case ex.mode == bodyNone:
 		h.finish(ex, nil)
-	case bodyFixed:
+	case ex.mode == bodyFixed:
 		ctx.Response.SetBodyStream(ex, int(ex.remaining))
+	case !ctx.Request.Header.IsHTTP11():
+		// An HTTP/1.0 client cannot take chunks, and fasthttp cannot end
+		// a body by closing: hand it the whole body with a length. Rare
+		// enough that its allocation does not matter.
+		body, err := io.ReadAll(io.LimitReader(ex, int64(snap.maxBody)+1<<30))
+		ctx.Response.SetBody(body)
+		if err != nil {
+			ctx.Response.Reset()
+			setPoolHeaders(ctx, pool)
+			writeError(ctx, fasthttp.StatusBadGateway, bodyBadGateway)
+		}
+		h.finish(ex, err)
 	default:
 		// Unknown length: re-chunk to the client and send the headers
 		// at once, so a token stream shows its first event immediately.
@@ -158,8 +179,10 @@ func (h *Handler) finish(ex *exchange, writeErr error) {
 	if status == 0 {
 		status = fasthttp.StatusBadGateway
 	}
-	took := time.Since(ex.start)
+	end := time.Now()
+	took := end.Sub(ex.start)
 	ex.pool.metrics.observe(status, took.Seconds())
+	ex.pool.stats.record(end, status >= 500 || writeErr != nil && ex.readErr != nil, false, took)
 	if ex.access.on {
 		h.logAccess(ex, status, took, writeErr)
 	}

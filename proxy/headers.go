@@ -76,12 +76,14 @@ func prepareRequest(ctx *fasthttp.RequestCtx, scratch []byte) []byte {
 	// 100 Continue that will never come from us.
 	h.Del("Expect")
 
+	// Every earlier hop, over however many lines they came, then us.
 	buf := scratch[:0]
-	if prior := h.Peek("X-Forwarded-For"); len(prior) > 0 {
+	for _, prior := range h.PeekAll("X-Forwarded-For") {
 		buf = append(buf, prior...)
 		buf = append(buf, ", "...)
 	}
 	buf = appendIP(buf, ctx)
+	h.Del("X-Forwarded-For")
 	h.SetBytesV("X-Forwarded-For", buf)
 	if ctx.IsTLS() {
 		h.Set("X-Forwarded-Proto", "https")

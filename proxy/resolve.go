@@ -124,6 +124,11 @@ func (r *Router) rebuildLocked(cfg *config.Config) *Snapshot {
 	cur := r.snap.Load()
 	r.generation++
 	next := r.build(cfg, cur.Active, r.generation)
+	// A split set through the admin API survives rebuilds that leave the
+	// config's traffic section as it was (a DNS change, an unrelated edit).
+	if cfg.Traffic == r.cfg.Traffic {
+		next.traffic = cur.traffic
+	}
 	r.cfg = cfg
 	r.publish(next)
 	r.forgetUnused(cur, next)

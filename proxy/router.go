@@ -20,6 +20,8 @@ type Router struct {
 	// that a drain started under one generation sees requests that loaded
 	// an older one.
 	inflight [2]atomic.Int64
+	// stats and shadow record live and mirrored requests per color.
+	stats, shadow [2]Stats
 
 	reg     *Registry
 	metrics *Metrics
@@ -140,6 +142,7 @@ func (r *Router) build(cfg *config.Config, active config.Color, gen uint64) *Sna
 	if cfg.Log.Access.Enabled {
 		s.accessSample = cfg.Log.Access.Sample
 	}
+	s.traffic = planFromConfig(cfg, active, cfg.Proxy.MaxRequestBodyBytes)
 	for _, color := range []config.Color{config.Blue, config.Green} {
 		pc := cfg.Pools.Get(color)
 		p := &Pool{
@@ -148,6 +151,7 @@ func (r *Router) build(cfg *config.Config, active config.Color, gen uint64) *Sna
 			MaxConcurrency: int64(pc.MaxConcurrency),
 			balance:        pc.Balance,
 			inflight:       &r.inflight[colorIndex(color)],
+			stats:          &r.stats[colorIndex(color)],
 			outlier: outlierPolicy{
 				consecutive: int32(max(cfg.Outlier.ConsecutiveFailures, 0)),
 				base:        cfg.Outlier.BaseEjection.D(),
@@ -175,3 +179,9 @@ func (r *Router) publish(next *Snapshot) time.Duration {
 	r.snap.Store(next)
 	return time.Since(t0)
 }
+
+// Stats returns the rolling record of live requests of color c.
+func (r *Router) Stats(c config.Color) *Stats { return &r.stats[colorIndex(c)] }
+
+// ShadowStats returns the rolling record of mirrored requests to color c.
+func (r *Router) ShadowStats(c config.Color) *Stats { return &r.shadow[colorIndex(c)] }

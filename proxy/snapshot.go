@@ -27,6 +27,7 @@ type Snapshot struct {
 	idleTimeout    time.Duration
 	// accessSample is the share of requests access-logged; 0 is off.
 	accessSample float64
+	traffic      trafficPlan
 }
 
 // Pool returns the pool of color c.
@@ -63,7 +64,9 @@ type Pool struct {
 	// inflight is the color's counter, owned by the Router so it survives
 	// snapshots: the drain watches it.
 	inflight *atomic.Int64
-	metrics  *poolMetrics
+	// stats is the color's rolling record for release analysis.
+	stats   *Stats
+	metrics *poolMetrics
 }
 
 // Inflight returns the requests open on this color.

@@ -142,6 +142,8 @@ func (r *Router) switchLocked(req SwitchRequest) (SwitchResult, error) {
 	r.generation++
 	next.Generation = r.generation
 	next.Active = to
+	// Switching ends a canary and a mirror: the standby changed.
+	next.traffic.canary, next.traffic.mirror, next.traffic.mirrorTo = 0, 0, ""
 	swap := r.publish(&next)
 
 	res.Generation = next.Generation

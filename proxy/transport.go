@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -23,9 +24,32 @@ type upstreamConn struct {
 	br        *bufio.Reader
 	bw        *bufio.Writer
 	idleSince time.Time
-	// reused is true once the connection has served a request: a failure
-	// before any response byte then means the backend closed it while idle.
+	// reused is true once the connection has served a request.
 	reused bool
+	// rc and probe check an idle connection before reuse; nil for
+	// connections that are not sockets (in-memory pipes in tests).
+	rc    syscall.RawConn
+	probe func(fd uintptr) bool
+	alive bool
+}
+
+// idleAlive reports whether an idle connection is still open: the backend
+// has neither closed it nor sent anything unasked. It peeks at the socket
+// without blocking, so a request is never written into a connection the
+// backend already closed; once written, a request that gets no answer may
+// have run, and only idempotent ones are replayed.
+func (c *upstreamConn) idleAlive() bool {
+	if c.br.Buffered() > 0 {
+		return false // bytes nobody asked for: the stream is out of step
+	}
+	if c.rc == nil {
+		return true
+	}
+	c.alive = false
+	if err := c.rc.Read(c.probe); err != nil {
+		return false
+	}
+	return c.alive
 }
 
 // transport is a keep-alive HTTP/1.1 connection pool to one backend.
@@ -61,7 +85,7 @@ func (t *transport) get(now time.Time, maxIdle, dialTimeout time.Duration) (*ups
 	for {
 		select {
 		case c := <-t.idle:
-			if now.Sub(c.idleSince) < maxIdle {
+			if now.Sub(c.idleSince) < maxIdle && c.idleAlive() {
 				return c, nil
 			}
 			// The backend may already have closed it; never gamble on it.
@@ -81,11 +105,26 @@ func (t *transport) dialNew(timeout time.Duration) (*upstreamConn, error) {
 		return nil, &dialError{err: err}
 	}
 	t.open.Add(1)
-	return &upstreamConn{
+	c := &upstreamConn{
 		nc: nc,
 		br: bufio.NewReaderSize(nc, connReadBufferSize),
 		bw: bufio.NewWriterSize(nc, connWriteBufferSize),
-	}, nil
+	}
+	if sc, ok := nc.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			// Built once per connection so the check allocates nothing.
+			var buf [1]byte
+			c.rc = rc
+			c.probe = func(fd uintptr) bool {
+				n, _, err := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+				// EAGAIN: open and quiet. 0 bytes: closed. Data or any
+				// other error: unusable.
+				c.alive = n < 0 && (err == syscall.EAGAIN || err == syscall.EWOULDBLOCK)
+				return true
+			}
+		}
+	}
+	return c, nil
 }
 
 // put returns a connection whose exchange completed cleanly.

@@ -1,0 +1,140 @@
+package proxy
+
+import (
+	"sync/atomic"
+	"time"
+)
+
+// statsSlots is how many seconds of per-color history are kept for
+// release analysis: enough for a 10-minute window.
+const statsSlots = 600
+
+// latencyBounds are the upper bounds of the latency buckets used to
+// estimate P99 without keeping samples; the last bucket is unbounded.
+var latencyBounds = [...]time.Duration{
+	time.Millisecond, 2500 * time.Microsecond, 5 * time.Millisecond, 10 * time.Millisecond,
+	25 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond, 250 * time.Millisecond,
+	500 * time.Millisecond, time.Second, 2500 * time.Millisecond, 5 * time.Second,
+	10 * time.Second, 30 * time.Second,
+}
+
+const latencyBuckets = len(latencyBounds) + 1
+
+// Stats is a color's rolling per-second record of requests, errors and
+// latency, kept by the gateway itself so that analysis does not depend on
+// reading metrics back. Recording is a few atomic adds.
+type Stats struct {
+	slots [statsSlots]statsSlot
+}
+
+type statsSlot struct {
+	sec      atomic.Int64
+	requests atomic.Uint64
+	errors   atomic.Uint64
+	// diffs counts shadow answers whose status class differed from the
+	// primary's.
+	diffs atomic.Uint64
+	lat   [latencyBuckets]atomic.Uint64
+}
+
+// record adds one request. A slot from an older second is reset by the
+// first request of the new one; requests racing that reset may be lost,
+// which an estimate over thousands of requests can afford.
+func (s *Stats) record(now time.Time, failed, differs bool, took time.Duration) {
+	sec := now.Unix()
+	sl := &s.slots[sec%statsSlots]
+	if old := sl.sec.Load(); old != sec && sl.sec.CompareAndSwap(old, sec) {
+		sl.requests.Store(0)
+		sl.errors.Store(0)
+		sl.diffs.Store(0)
+		for i := range sl.lat {
+			sl.lat[i].Store(0)
+		}
+	}
+	sl.requests.Add(1)
+	if failed {
+		sl.errors.Add(1)
+	}
+	if differs {
+		sl.diffs.Add(1)
+	}
+	i := 0
+	for i < len(latencyBounds) && took > latencyBounds[i] {
+		i++
+	}
+	sl.lat[i].Add(1)
+}
+
+// Window summarizes a span of Stats.
+type Window struct {
+	Requests uint64 `json:"requests"`
+	Errors   uint64 `json:"errors"`
+	// Differs counts shadow answers whose status class differed from the
+	// active pool's answer to the same request.
+	Differs uint64 `json:"status_differs,omitempty"`
+	// P99 is the upper bound of the bucket holding the 99th percentile.
+	P99 time.Duration `json:"p99_ns"`
+	lat [latencyBuckets]uint64
+}
+
+// ErrorRatio is Errors/Requests, 0 without requests.
+func (w Window) ErrorRatio() float64 {
+	if w.Requests == 0 {
+		return 0
+	}
+	return float64(w.Errors) / float64(w.Requests)
+}
+
+// DiffRatio is Differs/Requests, 0 without requests.
+func (w Window) DiffRatio() float64 {
+	if w.Requests == 0 {
+		return 0
+	}
+	return float64(w.Differs) / float64(w.Requests)
+}
+
+// Summary returns the requests recorded in whole seconds from..to
+// (inclusive), at most the retained history.
+func (s *Stats) Summary(from, to time.Time) Window {
+	var w Window
+	lo, hi := from.Unix(), to.Unix()
+	if hi-lo >= statsSlots {
+		lo = hi - statsSlots + 1
+	}
+	for sec := lo; sec <= hi; sec++ {
+		sl := &s.slots[sec%statsSlots]
+		if sl.sec.Load() != sec {
+			continue
+		}
+		w.Requests += sl.requests.Load()
+		w.Errors += sl.errors.Load()
+		w.Differs += sl.diffs.Load()
+		for i := range sl.lat {
+			w.lat[i] += sl.lat[i].Load()
+		}
+	}
+	w.P99 = w.quantile(0.99)
+	return w
+}
+
+func (w *Window) quantile(q float64) time.Duration {
+	var total uint64
+	for _, n := range w.lat {
+		total += n
+	}
+	if total == 0 {
+		return 0
+	}
+	rank := uint64(q*float64(total) + 0.5)
+	var seen uint64
+	for i, n := range w.lat {
+		seen += n
+		if seen >= rank {
+			if i < len(latencyBounds) {
+				return latencyBounds[i]
+			}
+			return 2 * latencyBounds[len(latencyBounds)-1]
+		}
+	}
+	return 0
+}
