@@ -38,10 +38,10 @@ type State struct {
 	// epoch changes whenever the process behind the backend may have lost
 	// its warm state (unhealthy, restarted); a warmup that began in an
 	// older epoch does not count.
-	epoch         int
-	rewarm        bool
-	lastKeepWarm  time.Time
-	warmFailedAt  time.Time
+	epoch        int
+	rewarm       bool
+	lastKeepWarm time.Time
+	warmFailedAt time.Time
 }
 
 // monitor watches one backend.
