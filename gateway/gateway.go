@@ -6,6 +6,8 @@ package gateway
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -65,7 +67,7 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	fileActive := cfg.Active
-	store, err := startState(cfg, opts.ConfigPath, log.Named("config"))
+	store, err := startState(cfg, opts.ConfigPath, opts.ConfigData, log.Named("config"))
 	if err != nil {
 		return err
 	}
@@ -100,19 +102,23 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	syncTargets(cfg, router.Snapshot())
 	router.OnChange(syncTargets)
-	if store != nil {
-		router.OnSwitch(func(rec proxy.SwitchRecord) {
-			err := store.Save(state.Record{Active: rec.To, Version: rec.Version, Trigger: rec.Trigger, At: rec.At, Generation: rec.Generation})
-			if err != nil {
-				log.Error("persisting the switch failed; it will not survive a restart", zap.Error(err))
-			}
-		})
-	}
-
 	adminOpts := admin.Options{Gatherer: promReg, Inspect: checker, Warmer: checker}
 	var rl *reloader
 	if opts.ConfigPath != "" {
 		rl = newReloader(opts.ConfigPath, opts.ConfigData, cfg, fileActive, router, log.Named("config"), promReg)
+	}
+	if store != nil {
+		router.OnSwitch(func(rec proxy.SwitchRecord) {
+			r := state.Record{Active: rec.To, Version: rec.Version, Trigger: rec.Trigger, At: rec.At, Generation: rec.Generation}
+			if rl != nil {
+				r.ConfigSHA256 = rl.AppliedSHA256()
+			}
+			if err := store.Save(r); err != nil {
+				log.Error("persisting the switch failed; it will not survive a restart", zap.Error(err))
+			}
+		})
+	}
+	if rl != nil {
 		rl.prepare = func(c *config.Config) error {
 			s, err := compileWarmups(c)
 			if err != nil {
@@ -129,11 +135,21 @@ func Run(ctx context.Context, opts Options) error {
 	adm := admin.New(router, log.Named("admin"), adminOpts)
 	adm.SetToken(token)
 	if rl != nil {
-		rl.onApply = func(c *config.Config) {
+		rl.onApply = func(c *config.Config, sum string) {
 			if tok, err := readToken(c.Admin.TokenFile); err == nil {
 				adm.SetToken(tok)
 			} else {
 				log.Error("admin token not reloaded; the old one stays", zap.Error(err))
+			}
+			// The recorded switch stands against this file: the gateway saw
+			// it and it did not change active.
+			if store != nil {
+				if rec, err := store.Load(); err == nil && rec.ConfigSHA256 != sum {
+					rec.ConfigSHA256 = sum
+					if err := store.Save(rec); err != nil {
+						log.Error("updating the state file failed", zap.Error(err))
+					}
+				}
 			}
 		}
 	}
@@ -206,7 +222,7 @@ func Run(ctx context.Context, opts Options) error {
 
 // startState opens the state directory and applies the start-up rule to
 // cfg.Active: the newest intent, file edit or recorded switch, wins.
-func startState(cfg *config.Config, path string, log *zap.Logger) (*state.Store, error) {
+func startState(cfg *config.Config, path string, data []byte, log *zap.Logger) (*state.Store, error) {
 	if cfg.StateDir == "" {
 		return nil, nil
 	}
@@ -225,7 +241,8 @@ func startState(cfg *config.Config, path string, log *zap.Logger) (*state.Store,
 			mod = fi.ModTime()
 		}
 	}
-	active, why := state.Choose(cfg.Active, mod, rec, have)
+	sum := sha256.Sum256(data)
+	active, why := state.Choose(cfg.Active, mod, hex.EncodeToString(sum[:]), rec, have)
 	if active != cfg.Active {
 		log.Info("starting on the color of the last recorded switch", zap.String("env", string(active)), zap.String("reason", why))
 	}

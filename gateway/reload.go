@@ -38,8 +38,8 @@ type reloader struct {
 	path    string
 	router  *proxy.Router
 	log     *zap.Logger
-	prepare func(*config.Config) error // compiles what the config needs, e.g. warmup specs
-	onApply func(*config.Config)       // after a good config is applied
+	prepare func(*config.Config) error   // compiles what the config needs, e.g. warmup specs
+	onApply func(*config.Config, string) // after a good config is applied, with its sha256
 
 	reloads *prometheus.CounterVec
 
@@ -52,6 +52,9 @@ type reloader struct {
 	pendingGen uint64 // routing generation when pending was set
 	// lastManual is the generation of the last switch not made by the file.
 	lastManual atomic.Uint64
+	// applied is the sha256 of the config in force, readable under the
+	// router's lock (by the state-saving hook) without taking r.mu.
+	applied atomic.Pointer[string]
 }
 
 func newReloader(path string, data []byte, cfg *config.Config, fileActive config.Color, router *proxy.Router, log *zap.Logger, reg prometheus.Registerer) *reloader {
@@ -68,6 +71,7 @@ func newReloader(path string, data []byte, cfg *config.Config, fileActive config
 	reg.MustRegister(r.reloads)
 	sum := sha256.Sum256(data)
 	r.status = ConfigStatus{Path: path, Generation: 1, LoadedAt: time.Now(), SHA256: hex.EncodeToString(sum[:])}
+	r.applied.Store(&r.status.SHA256)
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "switchyard_config_last_reload_successful",
 		Help: "1 when the last config load succeeded, 0 while a broken config is being ignored.",
@@ -81,6 +85,9 @@ func newReloader(path string, data []byte, cfg *config.Config, fileActive config
 	}))
 	return r
 }
+
+// AppliedSHA256 returns the sha256 of the config in force.
+func (r *reloader) AppliedSHA256() string { return *r.applied.Load() }
 
 // Reload re-reads the file now (POST /admin/reload).
 func (r *reloader) Reload(trigger string) error {
@@ -120,7 +127,12 @@ func (r *reloader) apply(data []byte, trigger string) error {
 	defer r.mu.Unlock()
 	if hexSum == r.status.SHA256 {
 		r.reloads.WithLabelValues("unchanged").Inc()
-		r.log.Debug("config content unchanged", zap.String("trigger", trigger))
+		if r.status.LastError != "" {
+			// The file is back to what is running (an undo, a ConfigMap
+			// rollback): the broken version is gone.
+			r.status.LastError, r.status.LastErrorAt = "", nil
+			r.log.Info("config file is back to the running config; earlier error cleared", zap.String("trigger", trigger))
+		}
 		return nil
 	}
 	cfg, err := config.Parse(data)
@@ -135,8 +147,9 @@ func (r *reloader) apply(data []byte, trigger string) error {
 	}
 	restart := r.keepRestartOnly(cfg)
 	r.router.Apply(cfg)
+	r.applied.Store(&hexSum)
 	if r.onApply != nil {
-		r.onApply(cfg)
+		r.onApply(cfg, hexSum)
 	}
 
 	now := time.Now()

@@ -89,6 +89,8 @@ type jsonHealth struct {
 	GPUMemTotal   *float64 `json:"gpu_memory_total_bytes"`
 	GPUUtil       *float64 `json:"gpu_utilization"`
 	QueueDepth    *float64 `json:"queue_depth"`
+	Running       *float64 `json:"requests_running"`
+	KVCacheUsage  *float64 `json:"kv_cache_usage"`
 	BootID        *string  `json:"boot_id"`
 	Version       *string  `json:"version"`
 }
@@ -103,6 +105,7 @@ func ParseJSONHealth(body []byte) (Report, error) {
 	r := Report{
 		ModelLoaded: h.ModelLoaded, CUDAAvailable: h.CUDAAvailable, GPUMemUsed: h.GPUMemUsed,
 		GPUMemTotal: h.GPUMemTotal, GPUUtil: h.GPUUtil, QueueDepth: h.QueueDepth,
+		Running: h.Running, KVCacheUsage: h.KVCacheUsage,
 	}
 	r.Device, r.GPUUUID, r.BootID, r.Version = deref(h.Device), deref(h.GPUUUID), deref(h.BootID), deref(h.Version)
 	if h.Status == nil {

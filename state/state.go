@@ -25,6 +25,10 @@ type Record struct {
 	Trigger    string       `json:"trigger"`
 	At         time.Time    `json:"at"`
 	Generation uint64       `json:"generation"`
+	// ConfigSHA256 is the config file content the gateway had applied when
+	// it last wrote the record: a restart on that same file keeps the
+	// switch, whatever the file's modification time says.
+	ConfigSHA256 string `json:"config_sha256,omitempty"`
 }
 
 // Store reads and writes the state file of one directory.
@@ -106,10 +110,15 @@ func (s *Store) Save(r Record) error {
 
 // Choose applies the start-up rule: the newest intent wins. A switch
 // recorded after the config file last changed beats the file's active; an
-// edit of the file after the switch beats the record.
-func Choose(fileActive config.Color, fileModTime time.Time, rec Record, haveRecord bool) (config.Color, string) {
+// edit of the file after the switch beats the record. A file the gateway
+// had already seen and applied after the switch (fileSHA equals the
+// record's) did not countermand it, so the record wins.
+func Choose(fileActive config.Color, fileModTime time.Time, fileSHA string, rec Record, haveRecord bool) (config.Color, string) {
 	if !haveRecord || rec.Active == fileActive {
 		return fileActive, "config file"
+	}
+	if rec.ConfigSHA256 != "" && rec.ConfigSHA256 == fileSHA {
+		return rec.Active, fmt.Sprintf("state file (switch by %s at %s; the config file is unchanged since the gateway applied it)", rec.Trigger, rec.At.Format(time.RFC3339))
 	}
 	if rec.At.After(fileModTime) {
 		return rec.Active, fmt.Sprintf("state file (switch by %s at %s is newer than the config file)", rec.Trigger, rec.At.Format(time.RFC3339))
