@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/switchyard/switchyard/analysis"
 	"github.com/switchyard/switchyard/config"
 	"github.com/switchyard/switchyard/proxy"
 	"go.uber.org/zap"
@@ -28,6 +29,13 @@ type Router interface {
 	Rollback(force bool) (proxy.SwitchResult, error)
 	History() []proxy.SwitchRecord
 	Drains() []proxy.DrainStatus
+	SetTraffic(proxy.TrafficRequest) (proxy.Traffic, error)
+}
+
+// Analyzer judges the candidate and promotes it when the analysis passes.
+type Analyzer interface {
+	Promote() (proxy.SwitchResult, analysis.Verdict, error)
+	Status() analysis.Status
 }
 
 // BackendInspector adds what the health checker knows about a backend to
@@ -56,6 +64,7 @@ type Server struct {
 	inspect  BackendInspector
 	warmer   Warmer
 	reloader Reloader
+	analyzer Analyzer
 	mux      *http.ServeMux
 	// shuttingDown makes /readyz fail first, so load balancers stop
 	// sending before the listener closes.
@@ -68,11 +77,13 @@ type Options struct {
 	Inspect  BackendInspector
 	Warmer   Warmer
 	Reloader Reloader
+	Analyzer Analyzer
 }
 
 // New returns the admin handler for router.
 func New(router Router, log *zap.Logger, opts Options) *Server {
-	s := &Server{router: router, log: log, inspect: opts.Inspect, warmer: opts.Warmer, reloader: opts.Reloader, mux: http.NewServeMux()}
+	s := &Server{router: router, log: log, inspect: opts.Inspect, warmer: opts.Warmer, reloader: opts.Reloader,
+		analyzer: opts.Analyzer, mux: http.NewServeMux()}
 	if opts.Gatherer != nil {
 		s.metrics = promhttp.HandlerFor(opts.Gatherer, promhttp.HandlerOpts{ErrorLog: zap.NewStdLog(log), EnableOpenMetrics: false})
 		s.mux.Handle("GET /metrics", s.metrics)
@@ -84,6 +95,11 @@ func New(router Router, log *zap.Logger, opts Options) *Server {
 	s.mux.HandleFunc("POST /admin/rollback", s.auth(s.rollback))
 	s.mux.HandleFunc("POST /admin/warmup", s.auth(s.warmup))
 	s.mux.HandleFunc("POST /admin/reload", s.auth(s.reload))
+	s.mux.HandleFunc("PUT /admin/traffic", s.auth(s.traffic))
+	s.mux.HandleFunc("GET /admin/traffic", s.auth(func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, s.router.Snapshot().Traffic())
+	}))
+	s.mux.HandleFunc("POST /admin/promote", s.auth(s.promote))
 	s.mux.HandleFunc("/admin/", s.auth(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no admin endpoint %s %s; see the README's admin API", r.Method, r.URL.Path))
 	}))
@@ -228,6 +244,80 @@ func (s *Server) reload(w http.ResponseWriter, _ *http.Request) {
 	}
 	w.Header().Set("ETag", etag(s.router.Snapshot().Generation))
 	writeJSON(w, http.StatusOK, map[string]any{"status": "reloaded", "config": s.reloader.ConfigStatus()})
+}
+
+// traffic handles PUT /admin/traffic: {"green": 5}, {"sticky_header":
+// "X-User-ID"}, {"mirror": {"to": "green", "percent": 1}} or {"mirror":
+// null}, in any combination.
+func (s *Server) traffic(w http.ResponseWriter, r *http.Request) {
+	const want = `{"green": 5} (percent to the standby color), "sticky_header": "X-User-ID", "mirror": {"to": "green", "percent": 1} or null`
+	var raw map[string]json.RawMessage
+	if !decodeBody(w, r, &raw, false, want) {
+		return
+	}
+	var req proxy.TrafficRequest
+	for key, val := range raw {
+		switch key {
+		case string(config.Blue), string(config.Green):
+			var p float64
+			if err := json.Unmarshal(val, &p); err != nil {
+				writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("body: %q must be a percent number (want %s)", key, want))
+				return
+			}
+			if req.Percent != nil {
+				writeError(w, http.StatusBadRequest, "bad_request", "body: give one color's share; the active color takes the rest")
+				return
+			}
+			req.Color, req.Percent = config.Color(key), &p
+		case "sticky_header":
+			var h string
+			if err := json.Unmarshal(val, &h); err != nil || strings.ContainsAny(h, " :\r\n") {
+				writeError(w, http.StatusBadRequest, "bad_request", `body: "sticky_header" must be a header name such as "X-User-ID", or ""`)
+				return
+			}
+			req.StickyHeader = &h
+		case "mirror":
+			req.SetMirror = true
+			if string(val) != "null" {
+				var m proxy.MirrorSetting
+				dec := json.NewDecoder(strings.NewReader(string(val)))
+				dec.DisallowUnknownFields()
+				if err := dec.Decode(&m); err != nil {
+					writeError(w, http.StatusBadRequest, "bad_request", `body: "mirror" must be {"to": "green", "percent": 1} or null: `+strings.TrimPrefix(err.Error(), "json: "))
+					return
+				}
+				req.Mirror = &m
+			}
+		default:
+			writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("body: unknown field %q (want %s)", key, want))
+			return
+		}
+	}
+	t, err := s.router.SetTraffic(req)
+	if err != nil {
+		writeError(w, http.StatusConflict, "refused", err.Error())
+		return
+	}
+	w.Header().Set("ETag", etag(t.Generation))
+	writeJSON(w, http.StatusOK, t)
+}
+
+func (s *Server) promote(w http.ResponseWriter, _ *http.Request) {
+	if s.analyzer == nil {
+		writeError(w, http.StatusConflict, "analysis_disabled", "release analysis is not running")
+		return
+	}
+	res, verdict, err := s.analyzer.Promote()
+	var refused *analysis.RefusedError
+	switch {
+	case err == nil:
+		w.Header().Set("ETag", etag(res.Generation))
+		writeJSON(w, http.StatusOK, map[string]any{"switch": res, "verdict": verdict})
+	case errors.As(err, &refused), errors.Is(err, analysis.ErrNothingToPromote):
+		writeJSON(w, http.StatusConflict, map[string]any{"error": "refused", "message": err.Error(), "verdict": verdict})
+	default:
+		s.writeSwitch(w, res, err)
+	}
 }
 
 // maxAdminBody bounds admin request bodies; they are a few bytes of JSON.

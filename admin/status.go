@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/switchyard/switchyard/analysis"
 	"github.com/switchyard/switchyard/config"
 	"github.com/switchyard/switchyard/proxy"
 )
@@ -16,6 +17,8 @@ type Status struct {
 	Pools         map[string]PoolStatus `json:"pools"`
 	Switches      []proxy.SwitchRecord  `json:"switches"`
 	Drains        []proxy.DrainStatus   `json:"drains"`
+	Traffic       proxy.Traffic         `json:"traffic"`
+	Analysis      *analysis.Status      `json:"analysis,omitempty"`
 	Config        any                   `json:"config,omitempty"`
 }
 
@@ -49,6 +52,11 @@ func (s *Server) status(w http.ResponseWriter, _ *http.Request) {
 		Pools:         map[string]PoolStatus{},
 		Switches:      s.router.History(),
 		Drains:        s.router.Drains(),
+		Traffic:       snap.Traffic(),
+	}
+	if s.analyzer != nil {
+		a := s.analyzer.Status()
+		st.Analysis = &a
 	}
 	for _, p := range snap.Pools {
 		ps := PoolStatus{Version: p.Version, Active: p.Color == snap.Active, Inflight: p.Inflight(),

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/switchyard/switchyard/admin"
+	"github.com/switchyard/switchyard/analysis"
 	"github.com/switchyard/switchyard/config"
 	"github.com/switchyard/switchyard/health"
 	"github.com/switchyard/switchyard/proxy"
@@ -102,7 +103,11 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	syncTargets(cfg, router.Snapshot())
 	router.OnChange(syncTargets)
-	adminOpts := admin.Options{Gatherer: promReg, Inspect: checker, Warmer: checker}
+	mirror := proxy.NewMirror(router, cfg.Traffic.Mirror, promReg, log.Named("mirror"))
+	defer mirror.Close()
+	analyzer := analysis.New(router, log.Named("switch"))
+
+	adminOpts := admin.Options{Gatherer: promReg, Inspect: checker, Warmer: checker, Analyzer: analyzer}
 	var rl *reloader
 	if opts.ConfigPath != "" {
 		rl = newReloader(opts.ConfigPath, opts.ConfigData, cfg, fileActive, router, log.Named("config"), promReg)
@@ -163,7 +168,9 @@ func Run(ctx context.Context, opts Options) error {
 		_ = trafficLn.Close()
 		return fmt.Errorf("gateway: admin listen %s: %w (change admin.listen)", cfg.Admin.Listen, err)
 	}
-	traffic := proxy.NewServer(proxy.NewHandler(router, log.Named("proxy")), cfg.Proxy.MaxRequestBodyBytes)
+	handler := proxy.NewHandler(router, log.Named("proxy"))
+	handler.SetMirror(mirror)
+	traffic := proxy.NewServer(handler, cfg.Proxy.MaxRequestBodyBytes)
 	adminSrv := &http.Server{Handler: adm, ReadHeaderTimeout: 10 * time.Second}
 
 	var bg sync.WaitGroup
@@ -171,6 +178,11 @@ func Run(ctx context.Context, opts Options) error {
 	defer func() {
 		stopBg()
 		bg.Wait()
+	}()
+	bg.Add(1)
+	go func() {
+		defer bg.Done()
+		analyzer.Run(bgCtx)
 	}()
 	if rl != nil {
 		w, err := watch.New(opts.ConfigPath, opts.ConfigData, 0, log.Named("config"))
@@ -293,6 +305,22 @@ func registerRouterMetrics(reg prometheus.Registerer, r *proxy.Router) {
 			return 0
 		}))
 	}
+	for _, c := range []config.Color{config.Blue, config.Green} {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "switchyard_traffic_weight_percent",
+			Help:        "Percent of live requests routed to each color (a canary split while below 100).",
+			ConstLabels: prometheus.Labels{"color": string(c)},
+		}, func() float64 { return r.Snapshot().Traffic().Weights[c] }))
+	}
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "switchyard_mirror_percent",
+		Help: "Percent of live requests copied to the standby color as shadow traffic.",
+	}, func() float64 {
+		if m := r.Snapshot().Traffic().Mirror; m != nil {
+			return m.Percent
+		}
+		return 0
+	}))
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "switchyard_routing_generation",
 		Help: "Generation of the routing state; it grows with every switch, reload or DNS change.",

@@ -43,6 +43,8 @@ type exchange struct {
 	scratch    []byte
 	// headerAt is when the response headers arrived: the upstream time.
 	headerAt time.Duration
+	// mirror is this request's shadow copy, sent once it completed.
+	mirror *mirrorJob
 	// access holds what the access log needs once the handler returned;
 	// filled only for sampled requests.
 	access struct {

@@ -15,7 +15,11 @@ type Handler struct {
 	router *Router
 	log    *zap.Logger
 	access *zap.Logger
+	mirror *Mirror
 }
+
+// SetMirror enables shadow traffic through m. Call before serving.
+func (h *Handler) SetMirror(m *Mirror) { h.mirror = m }
 
 // NewHandler returns the traffic handler routing by r's snapshots.
 func NewHandler(r *Router, log *zap.Logger) *Handler {
@@ -76,6 +80,10 @@ func (h *Handler) ServeHTTP(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	ex.scratch = prepareRequest(ctx, ex.scratch)
+	if t := &snap.traffic; t.mirror > 0 && h.mirror != nil && !canary &&
+		len(ctx.Request.Body()) <= t.mirrorMax && randN(basisPoints) < t.mirror {
+		ex.mirror = h.mirror.copyOf(ctx, t.mirrorTo)
+	}
 	if a := snap.accessSample; a > 0 && (a >= 1 || rand.Float64() < a) {
 		ex.access.on = true
 		ex.access.method = append(ex.access.method, ctx.Method()...)
@@ -185,6 +193,11 @@ func (h *Handler) finish(ex *exchange, writeErr error) {
 	ex.pool.stats.record(end, status >= 500 || writeErr != nil && ex.readErr != nil, false, took)
 	if ex.access.on {
 		h.logAccess(ex, status, took, writeErr)
+	}
+	if ex.mirror != nil {
+		// Sent only now, after the client has its answer, and compared
+		// with it.
+		h.mirror.enqueue(ex.mirror, status)
 	}
 	releaseExchange(ex)
 }

@@ -1,0 +1,280 @@
+// Package analysis compares the two colors on the traffic the gateway
+// sees and acts on it: during a canary or shadow phase it decides whether
+// the candidate may be promoted, and after a switch it rolls back by
+// itself when the new color breaks a threshold while the old one is still
+// ready.
+package analysis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/switchyard/switchyard/config"
+	"github.com/switchyard/switchyard/proxy"
+	"go.uber.org/zap"
+)
+
+// Phases of a release, as Verdict reports them.
+const (
+	PhaseIdle    = "idle"    // nothing to compare
+	PhaseCanary  = "canary"  // a share of live traffic goes to the candidate
+	PhaseShadow  = "shadow"  // copies of live traffic go to the candidate
+	PhaseObserve = "observe" // the window after a switch
+)
+
+// Triggers of the switches this package makes.
+const (
+	TriggerPromote     = "promote"
+	TriggerAutoPromote = "auto-promote"
+)
+
+// Verdict is one comparison of the candidate with the baseline.
+type Verdict struct {
+	Phase     string       `json:"phase"`
+	Candidate config.Color `json:"candidate,omitempty"`
+	Baseline  config.Color `json:"baseline,omitempty"`
+	// Since is when the phase began.
+	Since time.Time `json:"since,omitzero"`
+	// CandidateStats and BaselineStats are the windows compared.
+	CandidateStats proxy.Window `json:"candidate_stats"`
+	BaselineStats  proxy.Window `json:"baseline_stats"`
+	// Enough is false until the candidate has min_requests.
+	Enough bool `json:"enough"`
+	// Pass is true when enough was seen and no threshold is broken.
+	Pass bool `json:"pass"`
+	// Reasons lists each broken threshold, or why there is no verdict.
+	Reasons []string `json:"reasons,omitempty"`
+}
+
+// Evaluate checks cand against base with the thresholds of a. shadow
+// compares mirrored answers, whose status may also differ from the live
+// answer.
+func Evaluate(a config.Analysis, cand, base proxy.Window, shadow bool) Verdict {
+	v := Verdict{CandidateStats: cand, BaselineStats: base}
+	if cand.Requests < uint64(a.MinRequests) {
+		v.Reasons = []string{fmt.Sprintf("not enough requests yet: %d of min_requests %d", cand.Requests, a.MinRequests)}
+		return v
+	}
+	v.Enough = true
+	if r := cand.ErrorRatio(); r > a.MaxErrorRatio {
+		v.Reasons = append(v.Reasons, fmt.Sprintf("error ratio %.3f is above max_error_ratio %.3f (%d of %d)", r, a.MaxErrorRatio, cand.Errors, cand.Requests))
+	}
+	if a.MaxP99 > 0 && cand.P99 > a.MaxP99.D() {
+		v.Reasons = append(v.Reasons, fmt.Sprintf("P99 %s is above max_p99 %s", cand.P99, a.MaxP99.D()))
+	}
+	// A relative check needs a baseline worth comparing with.
+	if a.MaxP99Ratio > 0 && base.Requests >= uint64(a.MinRequests) && base.P99 > 0 {
+		if ratio := float64(cand.P99) / float64(base.P99); ratio > a.MaxP99Ratio {
+			v.Reasons = append(v.Reasons, fmt.Sprintf("P99 %s is %.2fx the baseline's %s, above max_p99_ratio %.2f", cand.P99, ratio, base.P99, a.MaxP99Ratio))
+		}
+	}
+	if shadow {
+		if r := cand.DiffRatio(); r > a.MaxStatusDiffRatio {
+			v.Reasons = append(v.Reasons, fmt.Sprintf("%.3f of mirrored answers differ in status from the live ones, above max_status_diff_ratio %.3f", r, a.MaxStatusDiffRatio))
+		}
+	}
+	v.Pass = len(v.Reasons) == 0
+	return v
+}
+
+// Router is what the controller reads and switches.
+type Router interface {
+	Snapshot() *proxy.Snapshot
+	Config() *config.Config
+	History() []proxy.SwitchRecord
+	Stats(config.Color) *proxy.Stats
+	ShadowStats(config.Color) *proxy.Stats
+	Switch(proxy.SwitchRequest) (proxy.SwitchResult, error)
+}
+
+// Controller runs the analysis every second and acts on it.
+type Controller struct {
+	router Router
+	log    *zap.Logger
+	now    func() time.Time
+
+	mu          sync.Mutex
+	phase       string
+	phaseSince  time.Time
+	phaseGen    uint64 // generation whose traffic plan started the phase
+	last        Verdict
+	lastAction  string
+	handledFrom uint64 // switch generation already rolled back or judged
+}
+
+// New returns a controller; start it with Run.
+func New(r Router, log *zap.Logger) *Controller {
+	return &Controller{router: r, log: log, now: time.Now, phase: PhaseIdle}
+}
+
+// Interval is how often the controller evaluates.
+const Interval = time.Second
+
+// Run evaluates every Interval until ctx is cancelled.
+func (c *Controller) Run(ctx context.Context) {
+	t := time.NewTicker(Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			c.Tick()
+		}
+	}
+}
+
+// Status is the analysis part of GET /admin/status.
+type Status struct {
+	Verdict    Verdict `json:"verdict"`
+	LastAction string  `json:"last_action,omitempty"`
+}
+
+// Status returns the latest verdict and action.
+func (c *Controller) Status() Status {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return Status{Verdict: c.last, LastAction: c.lastAction}
+}
+
+// Tick evaluates once and acts: auto-rollback in the observe window,
+// auto-promote at the end of a clean canary or shadow window.
+func (c *Controller) Tick() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.now()
+	a := c.router.Config().Analysis
+	v := c.evaluateLocked(now, a)
+	c.last = v
+	switch v.Phase {
+	case PhaseObserve:
+		if v.Enough && !v.Pass && *a.AutoRollback {
+			c.rollbackLocked(v)
+		}
+	case PhaseCanary, PhaseShadow:
+		if a.AutoPromote && v.Pass && now.Sub(v.Since) >= a.Window.D() {
+			res, err := c.router.Switch(proxy.SwitchRequest{To: v.Candidate, Trigger: TriggerAutoPromote})
+			if err != nil {
+				c.log.Warn("auto-promote refused", zap.String("env", string(v.Candidate)), zap.Error(err))
+				return
+			}
+			c.lastAction = fmt.Sprintf("auto-promoted %s at %s after a clean %s window", v.Candidate, now.Format(time.RFC3339), v.Phase)
+			c.log.Info("auto-promoted: the candidate passed its window", zap.String("env", string(v.Candidate)),
+				zap.String("version", res.Version), zap.String("phase", v.Phase), zap.Uint64("requests", v.CandidateStats.Requests))
+		}
+	}
+}
+
+// evaluateLocked works out the phase and compares its two colors.
+func (c *Controller) evaluateLocked(now time.Time, a config.Analysis) Verdict {
+	snap := c.router.Snapshot()
+	t := snap.Traffic()
+	standby := snap.Active.Other()
+	window := a.Window.D()
+
+	// Observe: the window after the last switch that was not itself a
+	// rollback.
+	if h := c.router.History(); len(h) > 0 && a.Observe > 0 {
+		rec := h[len(h)-1]
+		if rec.To == snap.Active && now.Sub(rec.At) < a.Observe.D() && !isRollback(rec.Trigger) && rec.Generation != c.handledFrom {
+			from := later(rec.At, now.Add(-window))
+			v := Evaluate(a, c.router.Stats(rec.To).Summary(from, now), c.router.Stats(rec.From).Summary(rec.At.Add(-window), rec.At), false)
+			v.Phase, v.Candidate, v.Baseline, v.Since = PhaseObserve, rec.To, rec.From, rec.At
+			return v
+		}
+	}
+
+	phase := PhaseIdle
+	switch {
+	case t.Weights[standby] > 0:
+		phase = PhaseCanary
+	case t.Mirror != nil:
+		phase = PhaseShadow
+	}
+	if phase != c.phase {
+		c.phase, c.phaseSince = phase, now
+	}
+	if phase == PhaseIdle {
+		return Verdict{Phase: PhaseIdle}
+	}
+	from := later(c.phaseSince, now.Add(-window))
+	base := c.router.Stats(snap.Active).Summary(from, now)
+	var v Verdict
+	if phase == PhaseCanary {
+		v = Evaluate(a, c.router.Stats(standby).Summary(from, now), base, false)
+	} else {
+		v = Evaluate(a, c.router.ShadowStats(standby).Summary(from, now), base, true)
+	}
+	v.Phase, v.Candidate, v.Baseline, v.Since = phase, standby, snap.Active, c.phaseSince
+	return v
+}
+
+func (c *Controller) rollbackLocked(v Verdict) {
+	res, err := c.router.Switch(proxy.SwitchRequest{To: v.Baseline, Trigger: proxy.TriggerAutoRollback})
+	if err != nil {
+		// The old color is not ready: rolling back would make things
+		// worse. Say so once per switch and leave it to a human.
+		if c.lastAction == "" || c.handledFrom != c.currentSwitchGen() {
+			c.log.Error("new color breaks its thresholds but the previous one is not ready; not rolling back",
+				zap.String("env", string(v.Candidate)), zap.Strings("reasons", v.Reasons), zap.Error(err))
+			c.lastAction = "auto-rollback refused: " + err.Error()
+		}
+		return
+	}
+	c.handledFrom = res.Generation
+	c.lastAction = fmt.Sprintf("auto-rolled back %s -> %s at %s: %v", v.Candidate, v.Baseline, c.now().Format(time.RFC3339), v.Reasons)
+	c.log.Warn("auto-rollback: the new color broke its thresholds", zap.String("env", string(v.Baseline)),
+		zap.String("version", res.Version), zap.String("from", string(v.Candidate)), zap.Strings("reasons", v.Reasons),
+		zap.Uint64("requests", v.CandidateStats.Requests), zap.Uint64("errors", v.CandidateStats.Errors))
+}
+
+func (c *Controller) currentSwitchGen() uint64 {
+	if h := c.router.History(); len(h) > 0 {
+		return h[len(h)-1].Generation
+	}
+	return 0
+}
+
+// ErrNothingToPromote is returned by Promote without a canary or shadow
+// phase.
+var ErrNothingToPromote = errors.New("analysis: no canary or shadow traffic to judge; start one with PUT /admin/traffic")
+
+// RefusedError is a promotion the analysis did not allow.
+type RefusedError struct{ Verdict Verdict }
+
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("analysis: promotion of %s refused: %v", e.Verdict.Candidate, e.Verdict.Reasons)
+}
+
+// Promote switches to the candidate only if the analysis passes.
+func (c *Controller) Promote() (proxy.SwitchResult, Verdict, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v := c.evaluateLocked(c.now(), c.router.Config().Analysis)
+	c.last = v
+	switch {
+	case v.Phase == PhaseIdle || v.Phase == PhaseObserve:
+		return proxy.SwitchResult{}, v, ErrNothingToPromote
+	case !v.Pass:
+		return proxy.SwitchResult{}, v, &RefusedError{Verdict: v}
+	}
+	res, err := c.router.Switch(proxy.SwitchRequest{To: v.Candidate, Trigger: TriggerPromote})
+	if err == nil {
+		c.lastAction = fmt.Sprintf("promoted %s at %s", v.Candidate, c.now().Format(time.RFC3339))
+	}
+	return res, v, err
+}
+
+func isRollback(trigger string) bool {
+	return trigger == proxy.TriggerRollback || trigger == proxy.TriggerAutoRollback
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
