@@ -8,6 +8,7 @@ package health
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/switchyard/switchyard/proxy"
 	"strings"
 )
 
@@ -46,35 +47,21 @@ func (r *Report) merge(o Report) {
 	setF(&r.QueueLatency, o.QueueLatency)
 }
 
-// LoadScore turns a report into the gpu policy's score, in units of one
-// in-flight request: requests waiting in the server's own queue, plus a
-// penalty that grows as KV cache or GPU memory fills, since a full cache
-// means preemption and a full GPU means out-of-memory errors.
+// LoadScore turns a report into the gpu policy's score (see
+// proxy.LoadScore): the server's queue plus KV-cache or GPU-memory
+// pressure.
 func (r *Report) LoadScore() int64 {
-	var score float64
+	var waiting, pressure float64
 	if r.QueueDepth != nil {
-		score += *r.QueueDepth
+		waiting = *r.QueueDepth
 	}
-	pressure := 0.0
 	if r.KVCacheUsage != nil {
 		pressure = *r.KVCacheUsage
 	}
 	if r.GPUMemUsed != nil && r.GPUMemTotal != nil && *r.GPUMemTotal > 0 {
 		pressure = max(pressure, *r.GPUMemUsed / *r.GPUMemTotal)
 	}
-	switch {
-	case pressure >= 0.95:
-		score += 16
-	case pressure > 0:
-		score += pressure * 4
-	}
-	// Clamp: a server reporting absurd numbers must not wrap to a
-	// negative score and attract all traffic.
-	const maxScore = 1 << 40
-	if !(score < maxScore) {
-		return maxScore
-	}
-	return int64(max(score, 0) + 0.5)
+	return proxy.LoadScore(waiting, pressure)
 }
 
 // jsonHealth is Switchyard's json probe body. Unknown fields are ignored:

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/switchyard/switchyard/config"
 	"github.com/valyala/fasthttp"
 )
 
@@ -138,6 +139,14 @@ func (ex *exchange) send(ctx *fasthttp.RequestCtx, c *upstreamConn, s *Snapshot)
 	}
 	ex.status = resp.Header.StatusCode()
 	ex.headerAt = time.Since(ex.start)
+	if ex.pool.balance == config.BalanceGPU {
+		if v := resp.Header.Peek(orcaResponseHeader); len(v) > 0 {
+			if waiting, pressure, ok := parseORCA(v); ok {
+				ex.backend.score.Store(LoadScore(waiting, pressure))
+			}
+			resp.Header.Del(orcaResponseHeader)
+		}
+	}
 	ex.closeConn = resp.Header.ConnectionClose()
 	// We speak HTTP/1.1 to the client whatever the backend spoke.
 	resp.Header.SetProtocol(http11)

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/switchyard/switchyard/config"
 	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
 )
@@ -80,6 +81,10 @@ func (h *Handler) ServeHTTP(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	ex.scratch = prepareRequest(ctx, ex.scratch)
+	if pool.balance == config.BalanceGPU {
+		// Ask vLLM and Triton for an in-band load report (ORCA).
+		ctx.Request.Header.Set(orcaRequestHeader, "text")
+	}
 	if t := &snap.traffic; t.mirror > 0 && h.mirror != nil && !canary &&
 		len(ctx.Request.Body()) <= t.mirrorMax && randN(basisPoints) < t.mirror {
 		ex.mirror = h.mirror.copyOf(ctx, t.mirrorTo)
