@@ -294,7 +294,11 @@ func (s *Server) traffic(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	t, err := s.router.SetTraffic(req)
-	if err != nil {
+	switch {
+	case errors.Is(err, proxy.ErrBadTraffic):
+		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	case err != nil:
 		writeError(w, http.StatusConflict, "refused", err.Error())
 		return
 	}
@@ -313,8 +317,10 @@ func (s *Server) promote(w http.ResponseWriter, _ *http.Request) {
 	case err == nil:
 		w.Header().Set("ETag", etag(res.Generation))
 		writeJSON(w, http.StatusOK, map[string]any{"switch": res, "verdict": verdict})
-	case errors.As(err, &refused), errors.Is(err, analysis.ErrNothingToPromote):
+	case errors.As(err, &refused):
 		writeJSON(w, http.StatusConflict, map[string]any{"error": "refused", "message": err.Error(), "verdict": verdict})
+	case errors.Is(err, analysis.ErrNothingToPromote):
+		writeJSON(w, http.StatusConflict, map[string]any{"error": "nothing_to_promote", "message": err.Error(), "verdict": verdict})
 	default:
 		s.writeSwitch(w, res, err)
 	}

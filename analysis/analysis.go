@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -246,7 +247,7 @@ var ErrNothingToPromote = errors.New("analysis: no canary or shadow traffic to j
 type RefusedError struct{ Verdict Verdict }
 
 func (e *RefusedError) Error() string {
-	return fmt.Sprintf("analysis: promotion of %s refused: %v", e.Verdict.Candidate, e.Verdict.Reasons)
+	return fmt.Sprintf("analysis: promotion of %s refused: %s", e.Verdict.Candidate, strings.Join(e.Verdict.Reasons, "; "))
 }
 
 // Promote switches to the candidate only if the analysis passes.

@@ -62,7 +62,11 @@ func (r *Router) startDrain(old *Pool, active config.Color) *drain {
 		prev.st.State, prev.st.Finished = DrainCancelled, &now
 	}
 	if prev := r.drains[colorIndex(old.Color)]; prev != nil && prev.st.State == DrainRunning {
+		// Drained again before the last drain ended: the new drain
+		// tracks the same requests from here.
 		prev.cancel()
+		now := r.now()
+		prev.st.State, prev.st.Finished = DrainCancelled, &now
 	}
 	ctx, cancel := context.WithCancel(r.ctx)
 	d := &drain{

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 
@@ -63,6 +64,10 @@ func (s *Snapshot) Traffic() Traffic {
 	return t
 }
 
+// ErrBadTraffic marks a traffic request that is malformed rather than
+// refused: a percent outside 0-100.
+var ErrBadTraffic = errors.New("proxy: bad traffic request")
+
 // SetTraffic applies req as a new snapshot. The canary and mirror may only
 // target the standby color, and a pool that is not ready never gets a
 // canary share: requests fall back to the active pool.
@@ -75,7 +80,7 @@ func (r *Router) SetTraffic(req TrafficRequest) (Traffic, error) {
 	if req.Percent != nil {
 		p := *req.Percent
 		if !(p >= 0 && p <= 100) {
-			return cur.Traffic(), fmt.Errorf("proxy: canary percent %v is not within 0-100", p)
+			return cur.Traffic(), fmt.Errorf("%w: canary percent %v is not within 0-100", ErrBadTraffic, p)
 		}
 		if p > 0 && req.Color != standby {
 			return cur.Traffic(), fmt.Errorf("proxy: %s is active and takes the rest; give the standby color, %s, a share", req.Color, standby)
@@ -89,7 +94,7 @@ func (r *Router) SetTraffic(req TrafficRequest) (Traffic, error) {
 		next.traffic.mirror, next.traffic.mirrorTo = 0, ""
 		if m := req.Mirror; m != nil && m.Percent > 0 {
 			if !(m.Percent <= 100) {
-				return cur.Traffic(), fmt.Errorf("proxy: mirror percent %v is not within 0-100", m.Percent)
+				return cur.Traffic(), fmt.Errorf("%w: mirror percent %v is not within 0-100", ErrBadTraffic, m.Percent)
 			}
 			if m.To != standby {
 				return cur.Traffic(), fmt.Errorf("proxy: mirror to %q refused: only the standby color, %s, can be mirrored to", m.To, standby)

@@ -36,7 +36,7 @@ Usage:
   switchyard demo                 run two simulated backends per color and the gateway
   switchyard validate --config FILE
   switchyard version
-`
+` + cliUsage
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -61,6 +61,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stdout, usage)
 		return exitOK
 	default:
+		if code, ok := runCLI(args[0], args[1:], stdout, stderr); ok {
+			return code
+		}
 		fmt.Fprintf(stderr, "switchyard: unknown command %q\n\n%s", args[0], usage)
 		return exitUsage
 	}
