@@ -29,6 +29,8 @@ type Backend struct {
 	passive atomic.Int32
 	// ejections counts passive-health ejections; each doubles the next.
 	ejections atomic.Uint32
+	// capWarned is set once "not ejected: share reached" was logged.
+	capWarned atomic.Bool
 	// requests counts proxied requests, for status and tests.
 	requests atomic.Uint64
 }

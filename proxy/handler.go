@@ -271,7 +271,11 @@ func errKind(err error) int {
 }
 
 func (h *Handler) logRetry(p *Pool, from, to *Backend, err error) {
-	if ce := h.log.Check(zap.InfoLevel, "retrying on another backend"); ce != nil {
+	msg := "retrying on another backend"
+	if from == to {
+		msg = "retrying on the same backend: the pool has no other"
+	}
+	if ce := h.log.Check(zap.InfoLevel, msg); ce != nil {
 		ce.Write(zap.String("env", string(p.Color)), zap.String("version", p.Version),
 			zap.String("backend", from.addr), zap.String("retry_backend", to.addr), zap.Error(err))
 	}

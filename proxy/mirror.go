@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"context"
+	"errors"
+	"net"
 	"sync"
 	"time"
 
@@ -26,9 +28,46 @@ type Mirror struct {
 	sent    *prometheus.CounterVec
 	dropped *prometheus.CounterVec
 
+	// conns tracks the client's connections so that Close can cut copies
+	// stuck in a hung shadow pool: fasthttp's DoTimeout takes no context.
+	connsMu sync.Mutex
+	conns   map[net.Conn]struct{}
+
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
+
+// trackedConn forgets itself when closed.
+type trackedConn struct {
+	net.Conn
+	m *Mirror
+}
+
+func (c *trackedConn) Close() error {
+	c.m.connsMu.Lock()
+	delete(c.m.conns, c.Conn)
+	c.m.connsMu.Unlock()
+	return c.Conn.Close()
+}
+
+func (m *Mirror) dial(addr string) (net.Conn, error) {
+	// net's dialer, not fasthttp's: that one starts a process-wide DNS
+	// cache goroutine nothing can stop.
+	c, err := net.DialTimeout("tcp", addr, m.timeout)
+	if err != nil {
+		return nil, err
+	}
+	m.connsMu.Lock()
+	defer m.connsMu.Unlock()
+	if m.conns == nil {
+		_ = c.Close()
+		return nil, errMirrorClosed
+	}
+	m.conns[c] = struct{}{}
+	return &trackedConn{Conn: c, m: m}, nil
+}
+
+var errMirrorClosed = errors.New("proxy: mirror closed")
 
 type mirrorJob struct {
 	req           fasthttp.Request
@@ -71,7 +110,9 @@ func NewMirror(r *Router, cfg config.Mirror, reg prometheus.Registerer, log *zap
 			Help: "Copies not mirrored, by reason: queue_full (the shadow pool is slower than the share sent), not_ready, switched.",
 		}, []string{"reason"}),
 		cancel: cancel,
+		conns:  map[net.Conn]struct{}{},
 	}
+	m.client.Dial = m.dial
 	for _, r := range []string{dropQueueFull, dropNotReady, dropSwitched} {
 		m.dropped.WithLabelValues(r)
 	}
@@ -83,9 +124,16 @@ func NewMirror(r *Router, cfg config.Mirror, reg prometheus.Registerer, log *zap
 	return m
 }
 
-// Close stops the workers; queued copies are dropped.
+// Close stops the workers; queued copies are dropped and copies in
+// flight are cut, so a hung shadow pool never delays shutdown.
 func (m *Mirror) Close() {
 	m.cancel()
+	m.connsMu.Lock()
+	for c := range m.conns {
+		_ = c.Close()
+	}
+	m.conns = nil
+	m.connsMu.Unlock()
 	m.wg.Wait()
 	m.client.CloseIdleConnections()
 }

@@ -23,6 +23,7 @@ const maxEjectionShift = 5
 func (p *Pool) recordSuccess(b *Backend) {
 	if b.passive.Load() != 0 {
 		b.passive.Store(0)
+		b.capWarned.Store(false)
 	}
 }
 
@@ -42,6 +43,10 @@ func (p *Pool) recordFailure(b *Backend, now time.Time, log *zap.Logger) {
 		}
 	}
 	if (ejected+1)*100 > len(p.Backends)*p.outlier.maxPercent {
+		// Say it once per backend until it recovers, not per streak.
+		if b.capWarned.Swap(true) {
+			return
+		}
 		log.Warn("backend failing but not ejected: max_ejection_percent reached",
 			zap.String("env", string(p.Color)), zap.String("version", p.Version), zap.String("backend", b.addr),
 			zap.Int("ejected", ejected), zap.Int("backends", len(p.Backends)))

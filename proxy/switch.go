@@ -106,6 +106,14 @@ func (r *Router) Rollback(force bool) (SwitchResult, error) {
 		return SwitchResult{}, ErrNothingToRollBack
 	}
 	last := r.history[len(r.history)-1]
+	if last.Trigger == TriggerAutoRollback {
+		// The gateway already rolled back; rolling back "again" would
+		// bring the broken color back. Switch by name to undo it.
+		cur := r.snap.Load()
+		return SwitchResult{From: cur.Active, To: cur.Active, Version: cur.ActivePool().Version, NoOp: true, Generation: cur.Generation,
+			Message: fmt.Sprintf("already rolled back automatically from %s to %s at %s; to return to %s, switch to it by name",
+				last.From, last.To, last.At.Format(time.RFC3339), last.From)}, nil
+	}
 	return r.switchLocked(SwitchRequest{To: last.From, Trigger: TriggerRollback, Force: force})
 }
 
