@@ -50,6 +50,9 @@ type Verdict struct {
 	Reasons []string `json:"reasons,omitempty"`
 }
 
+// minP99Samples is the fewest requests a P99 is judged on.
+const minP99Samples = 200
+
 // Evaluate checks cand against base with the thresholds of a. shadow
 // compares mirrored answers, whose status may also differ from the live
 // answer.
@@ -60,14 +63,16 @@ func Evaluate(a config.Analysis, cand, base proxy.Window, shadow bool) Verdict {
 		return v
 	}
 	v.Enough = true
+	// A P99 from fewer samples is the slowest one or two requests: noise.
+	p99Enough := cand.Requests >= minP99Samples
 	if r := cand.ErrorRatio(); r > a.MaxErrorRatio {
 		v.Reasons = append(v.Reasons, fmt.Sprintf("error ratio %.3f is above max_error_ratio %.3f (%d of %d)", r, a.MaxErrorRatio, cand.Errors, cand.Requests))
 	}
-	if a.MaxP99 > 0 && cand.P99 > a.MaxP99.D() {
+	if a.MaxP99 > 0 && p99Enough && cand.P99 > a.MaxP99.D() {
 		v.Reasons = append(v.Reasons, fmt.Sprintf("P99 %s is above max_p99 %s", cand.P99, a.MaxP99.D()))
 	}
 	// A relative check needs a baseline worth comparing with.
-	if a.MaxP99Ratio > 0 && base.Requests >= uint64(a.MinRequests) && base.P99 > 0 {
+	if a.MaxP99Ratio > 0 && p99Enough && base.Requests >= minP99Samples && base.P99 > 0 && cand.P99 > a.P99Floor.D() {
 		if ratio := float64(cand.P99) / float64(base.P99); ratio > a.MaxP99Ratio {
 			v.Reasons = append(v.Reasons, fmt.Sprintf("P99 %s is %.2fx the baseline's %s, above max_p99_ratio %.2f", cand.P99, ratio, base.P99, a.MaxP99Ratio))
 		}
@@ -104,6 +109,7 @@ type Controller struct {
 	last        Verdict
 	lastAction  string
 	handledFrom uint64 // switch generation already rolled back or judged
+	refusedFor  uint64 // switch generation whose refused rollback was logged
 }
 
 // New returns a controller; start it with Run.
@@ -218,7 +224,8 @@ func (c *Controller) rollbackLocked(v Verdict) {
 	if err != nil {
 		// The old color is not ready: rolling back would make things
 		// worse. Say so once per switch and leave it to a human.
-		if c.lastAction == "" || c.handledFrom != c.currentSwitchGen() {
+		if gen := c.currentSwitchGen(); c.refusedFor != gen {
+			c.refusedFor = gen
 			c.log.Error("new color breaks its thresholds but the previous one is not ready; not rolling back",
 				zap.String("env", string(v.Candidate)), zap.Strings("reasons", v.Reasons), zap.Error(err))
 			c.lastAction = "auto-rollback refused: " + err.Error()

@@ -127,12 +127,16 @@ type Analysis struct {
 	MaxP99Ratio float64 `yaml:"max_p99_ratio"`
 	// MaxP99 is an absolute P99 bound; 0 disables it.
 	MaxP99 Duration `yaml:"max_p99"`
+	// P99Floor: a candidate P99 below it never breaks MaxP99Ratio, since
+	// a few milliseconds of jitter are not a regression. Default 10ms.
+	P99Floor Duration `yaml:"p99_floor"`
 	// MaxStatusDiffRatio is, for shadow traffic, the highest share of
 	// mirrored requests whose status class differs from the live answer.
 	// Default 0.05.
 	MaxStatusDiffRatio float64 `yaml:"max_status_diff_ratio"`
 	// Observe is how long after a switch the new color is watched for
-	// automatic rollback. Default 60s; 0 disables automatic rollback.
+	// automatic rollback. Default 60s; set auto_rollback: false to turn
+	// automatic rollback off.
 	Observe Duration `yaml:"observe"`
 	// AutoRollback switches back by itself when the new color breaks a
 	// threshold within Observe and the previous color is still ready.

@@ -71,6 +71,7 @@ func (c *Config) applyDefaults() {
 	setDefault(&a.MinRequests, 50)
 	setDefault(&a.MaxErrorRatio, 0.05)
 	setDefault(&a.MaxP99Ratio, 2)
+	setDefault(&a.P99Floor, Duration(10*time.Millisecond))
 	setDefault(&a.MaxStatusDiffRatio, 0.05)
 	setDefault(&a.Observe, Duration(time.Minute))
 	if a.AutoRollback == nil {

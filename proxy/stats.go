@@ -10,13 +10,18 @@ import (
 const statsSlots = 600
 
 // latencyBounds are the upper bounds of the latency buckets used to
-// estimate P99 without keeping samples; the last bucket is unbounded.
-var latencyBounds = [...]time.Duration{
-	time.Millisecond, 2500 * time.Microsecond, 5 * time.Millisecond, 10 * time.Millisecond,
-	25 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond, 250 * time.Millisecond,
-	500 * time.Millisecond, time.Second, 2500 * time.Millisecond, 5 * time.Second,
-	10 * time.Second, 30 * time.Second,
-}
+// estimate P99 without keeping samples; the last bucket is unbounded. They
+// grow by a quarter each, from 100µs to about 60s, so that a ratio of two
+// P99s is accurate to about 25% and one bucket of noise cannot look like a
+// 2.5x regression.
+var latencyBounds = func() (b [60]time.Duration) {
+	d := 100 * time.Microsecond
+	for i := range b {
+		b[i] = d
+		d += d / 4
+	}
+	return b
+}()
 
 const latencyBuckets = len(latencyBounds) + 1
 
