@@ -165,6 +165,11 @@ func (ex *exchange) send(ctx *fasthttp.RequestCtx, c *upstreamConn, s *Snapshot)
 	// After the headers only the total budget bounds the body; without
 	// one, each read of a stream gets the header timeout as an idle bound
 	// so a stalled backend cannot hold the exchange forever.
+	if ex.mode == bodyFixed && int64(c.br.Buffered()) >= ex.remaining {
+		// The whole body arrived with the headers (the usual small JSON
+		// answer): no more reads, no deadline to move.
+		return nil
+	}
 	var bodyDeadline time.Time
 	if s.totalTimeout > 0 {
 		bodyDeadline = ex.start.Add(s.totalTimeout)
