@@ -64,7 +64,7 @@ bench-deps:
 
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./proxy/ | tee bench/results/go-bench.txt
-	$(GO) run ./bench/cmd/bench
+	$(GO) run ./bench/cmd/bench -switchyard $(BIN)
 
 clean:
 	rm -rf bin

@@ -354,7 +354,8 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any, optional bool, wa
 		writeError(w, http.StatusBadRequest, "bad_request", "body: "+strings.TrimPrefix(err.Error(), "json: ")+" (want "+want+")")
 		return false
 	}
-	if dec.More() {
+	// More() is false before a stray '}' or ']': ask for one more token.
+	if _, err := dec.Token(); err != io.EOF {
 		writeError(w, http.StatusBadRequest, "bad_request", "body: trailing data after the JSON object (want "+want+")")
 		return false
 	}

@@ -72,9 +72,9 @@ func Evaluate(a config.Analysis, cand, base proxy.Window, shadow bool) Verdict {
 		v.Reasons = append(v.Reasons, fmt.Sprintf("P99 %s is above max_p99 %s", cand.P99, a.MaxP99.D()))
 	}
 	// A relative check needs a baseline worth comparing with.
-	if a.MaxP99Ratio > 0 && p99Enough && base.Requests >= minP99Samples && base.P99 > 0 && cand.P99 > a.P99Floor.D() {
-		if ratio := float64(cand.P99) / float64(base.P99); ratio > a.MaxP99Ratio {
-			v.Reasons = append(v.Reasons, fmt.Sprintf("P99 %s is %.2fx the baseline's %s, above max_p99_ratio %.2f", cand.P99, ratio, base.P99, a.MaxP99Ratio))
+	if maxRatio := *a.MaxP99Ratio; maxRatio > 0 && p99Enough && base.Requests >= minP99Samples && base.P99 > 0 && cand.P99 > a.P99Floor.D() {
+		if ratio := float64(cand.P99) / float64(base.P99); ratio > maxRatio {
+			v.Reasons = append(v.Reasons, fmt.Sprintf("P99 %s is %.2fx the baseline's %s, above max_p99_ratio %.2f", cand.P99, ratio, base.P99, maxRatio))
 		}
 	}
 	if shadow {

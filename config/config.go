@@ -124,7 +124,7 @@ type Analysis struct {
 	MaxErrorRatio float64 `yaml:"max_error_ratio"`
 	// MaxP99Ratio is the highest candidate P99 / baseline P99. Default 2;
 	// 0 disables the relative check.
-	MaxP99Ratio float64 `yaml:"max_p99_ratio"`
+	MaxP99Ratio *float64 `yaml:"max_p99_ratio"`
 	// MaxP99 is an absolute P99 bound; 0 disables it.
 	MaxP99 Duration `yaml:"max_p99"`
 	// P99Floor: a candidate P99 below it never breaks MaxP99Ratio, since

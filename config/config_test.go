@@ -90,7 +90,7 @@ pools:
 	assert.Equal(t, 2, cfg.Warmup.Requests)
 }
 
-// BUG: Jitter defaults to 10% of the interval, but a pool that sets only a
+// Regression test (fixed): Jitter defaults to 10% of the interval, but a pool that sets only a
 // shorter interval inherits the global jitter (10% of the global 2s), which
 // validation then rejects as longer than the pool's interval.
 func TestParse_PoolIntervalOverrideGetsItsOwnDefaultJitter(t *testing.T) {
@@ -107,7 +107,7 @@ func TestParse_PoolIntervalOverrideGetsItsOwnDefaultJitter(t *testing.T) {
 	assert.Equal(t, 10*time.Millisecond, cfg.Pools.Blue.Health.Jitter.D())
 }
 
-// BUG: a pool that changes the probe kind gets an empty path instead of
+// Regression test (fixed): a pool that changes the probe kind gets an empty path instead of
 // that kind's default, so it would probe GET "".
 func TestParse_PoolKindOverrideGetsThatKindsDefaultPath(t *testing.T) {
 	const y = `pools:
@@ -327,7 +327,7 @@ pools:
 	}
 }
 
-// BUG: problems.add reports a field that was not written under its nearest
+// Regression test (fixed): problems.add reports a field that was not written under its nearest
 // written parent and drops the rest of the path, so the message no longer
 // says which pool is missing or which listener clashes.
 func TestParse_ErrorOnAnUnwrittenFieldKeepsItsFullPath(t *testing.T) {
@@ -368,7 +368,7 @@ pools:
 	}
 }
 
-// BUG: a bad duration is reported with its line but without the field's
+// Regression test (fixed): a bad duration is reported with its line but without the field's
 // path, unlike every other problem.
 func TestParse_BadDurationNamesTheField(t *testing.T) {
 	testCases := []struct {
@@ -502,7 +502,7 @@ func TestParseMinReady(t *testing.T) {
 		{desc: "zero percent", v: "0%", n: 4, wantErr: `"0%" is not a percentage`},
 		{desc: "over 100 percent", v: "101%", n: 4, wantErr: `"101%" is not a percentage`},
 		{desc: "percent sign only", v: "%", n: 4, wantErr: `"%" is not a percentage`},
-		// BUG: NaN fails neither f <= 0 nor f > 100, so "NaN%" is accepted.
+		// Regression (fixed): NaN fails neither f <= 0 nor f > 100, so "NaN%" is accepted.
 		{desc: "NaN percent", v: "NaN%", n: 4, wantErr: `"NaN%" is not a percentage`},
 	}
 	for _, test := range testCases {

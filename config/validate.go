@@ -70,7 +70,10 @@ func (c *Config) applyDefaults() {
 	setDefault(&a.Window, Duration(time.Minute))
 	setDefault(&a.MinRequests, 50)
 	setDefault(&a.MaxErrorRatio, 0.05)
-	setDefault(&a.MaxP99Ratio, 2)
+	if a.MaxP99Ratio == nil {
+		two := 2.0
+		a.MaxP99Ratio = &two
+	}
 	setDefault(&a.P99Floor, Duration(10*time.Millisecond))
 	setDefault(&a.MaxStatusDiffRatio, 0.05)
 	setDefault(&a.Observe, Duration(time.Minute))
@@ -467,8 +470,8 @@ func (c *Config) validateAnalysis(p *problems) {
 	if a.MaxStatusDiffRatio < 0 || a.MaxStatusDiffRatio > 1 {
 		p.add("analysis.max_status_diff_ratio", "%v is not a ratio in [0, 1]", a.MaxStatusDiffRatio)
 	}
-	if a.MaxP99Ratio < 0 {
-		p.add("analysis.max_p99_ratio", "must be 0 (off) or positive, got %v", a.MaxP99Ratio)
+	if *a.MaxP99Ratio < 0 {
+		p.add("analysis.max_p99_ratio", "must be 0 (off) or positive, got %v", *a.MaxP99Ratio)
 	}
 	if a.MinRequests < 1 {
 		p.add("analysis.min_requests", "must be at least 1, got %d", a.MinRequests)

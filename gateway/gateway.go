@@ -222,6 +222,9 @@ func Run(ctx context.Context, opts Options) error {
 	if err := traffic.ShutdownWithContext(sctx); err != nil {
 		log.Warn("in-flight requests did not finish before the shutdown timeout", zap.Error(err))
 	}
+	// Shutdown does nothing to a Serve that has not registered its
+	// listener yet (a stop right at start): closing it ends that Serve.
+	_ = trafficLn.Close()
 	_ = adminSrv.Shutdown(sctx)
 	for ; pending > 0; pending-- {
 		if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) && serveErr == nil {

@@ -490,7 +490,7 @@ func TestFileEdit_BrokenConfigChangesNothingAndAGoodEditClearsTheError(t *testin
 	}
 }
 
-// BUG: after a broken edit, putting back the content that is in force (an
+// Regression test (fixed): after a broken edit, putting back the content that is in force (an
 // editor's undo, a ConfigMap rollback) is "unchanged" and leaves
 // config.last_error set, though the file on disk is now the good one.
 func TestFileEdit_RevertingABrokenEditClearsTheError(t *testing.T) {
@@ -746,7 +746,7 @@ func TestRestart_StateFileAndConfigFilePrecedence(t *testing.T) {
 	}
 }
 
-// BUG: a file edit that leaves `active` alone does not undo an admin
+// Regression test (fixed): a file edit that leaves `active` alone does not undo an admin
 // switch while the gateway runs, but it makes the file newer than the
 // recorded switch, so the next start goes back to the file's color: a
 // restart moves production traffic nobody asked to move.

@@ -60,9 +60,12 @@ func New(log *zap.Logger, warmer Warmer, active func() config.Color) *Checker {
 	ctx, cancel := context.WithCancel(context.Background())
 	tr := &http.Transport{
 		MaxIdleConnsPerHost: 1,
-		// Long enough to reuse a connection across 1 s probe intervals,
-		// below gunicorn's 2 s keep-alive so that we close first.
-		IdleConnTimeout:   1500 * time.Millisecond,
+		// Keep probe connections across intervals: a new connection per
+		// probe costs more than the probe (1,000 backends at 2 s would be
+		// 500 dials a second). A server that closes sooner (gunicorn
+		// keeps 2 s) is noticed by net/http, which re-dials; a GET that
+		// meets a connection closed in between is retried by net/http.
+		IdleConnTimeout:   90 * time.Second,
 		DisableKeepAlives: false,
 	}
 	return &Checker{

@@ -92,8 +92,8 @@ func (r *Router) SetTraffic(req TrafficRequest) (Traffic, error) {
 	}
 	if req.SetMirror {
 		next.traffic.mirror, next.traffic.mirrorTo = 0, ""
-		if m := req.Mirror; m != nil && m.Percent > 0 {
-			if !(m.Percent <= 100) {
+		if m := req.Mirror; m != nil && m.Percent != 0 {
+			if !(m.Percent > 0 && m.Percent <= 100) {
 				return cur.Traffic(), fmt.Errorf("%w: mirror percent %v is not within 0-100", ErrBadTraffic, m.Percent)
 			}
 			if m.To != standby {
