@@ -46,8 +46,7 @@ func (h *Handler) ServeHTTP(ctx *fasthttp.RequestCtx) {
 	pool, canary := snap.route(ctx)
 
 	if snap.maxBody > 0 && len(ctx.Request.Body()) > snap.maxBody {
-		setPoolHeaders(ctx, pool)
-		writeError(ctx, fasthttp.StatusRequestEntityTooLarge, bodyTooLarge)
+		writeError(ctx, pool, fasthttp.StatusRequestEntityTooLarge, bodyTooLarge)
 		return
 	}
 	clientClose := ctx.Request.Header.ConnectionClose()
@@ -64,18 +63,17 @@ func (h *Handler) ServeHTTP(ctx *fasthttp.RequestCtx) {
 	}
 	ex.pool = pool
 	pool.inflight.Add(1)
-	setPoolHeaders(ctx, pool)
 	if b == nil && pool.MaxConcurrency > 0 && pool.ReadyBackends() > 0 {
 		// Every ready backend is at max_concurrency: wait for a slot.
 		if b = pool.wait(ex.start); b == nil {
-			writeError(ctx, fasthttp.StatusServiceUnavailable, bodyOverloaded)
+			writeError(ctx, pool, fasthttp.StatusServiceUnavailable, bodyOverloaded)
 			ctx.Response.Header.Set("Retry-After", "1")
 			h.finish(ex, nil)
 			return
 		}
 	}
 	if b == nil {
-		writeError(ctx, fasthttp.StatusServiceUnavailable, bodyNoBackend)
+		writeError(ctx, pool, fasthttp.StatusServiceUnavailable, bodyNoBackend)
 		ctx.Response.Header.Set("Retry-After", "1")
 		h.finish(ex, nil)
 		return
@@ -115,17 +113,15 @@ func (h *Handler) ServeHTTP(ctx *fasthttp.RequestCtx) {
 			}
 			h.logRetry(pool, b, next, err)
 			ctx.Response.Reset()
-			setPoolHeaders(ctx, pool)
 			b = next
 			continue
 		}
 		h.logFailure(pool, b, err)
 		ctx.Response.Reset()
-		setPoolHeaders(ctx, pool)
 		if kind == errTimeout {
-			writeError(ctx, fasthttp.StatusGatewayTimeout, bodyTimeout)
+			writeError(ctx, pool, fasthttp.StatusGatewayTimeout, bodyTimeout)
 		} else {
-			writeError(ctx, fasthttp.StatusBadGateway, bodyBadGateway)
+			writeError(ctx, pool, fasthttp.StatusBadGateway, bodyBadGateway)
 		}
 		ex.backend = nil
 		h.finish(ex, nil)
@@ -145,6 +141,15 @@ func (h *Handler) ServeHTTP(ctx *fasthttp.RequestCtx) {
 	switch {
 	case ex.mode == bodyNone:
 		h.finish(ex, nil)
+	case ex.mode == bodyFixed && ex.remaining <= inlineBodyMax && int64(ex.conn.br.Buffered()) >= ex.remaining:
+		// The usual small answer came with its headers: copy it out and
+		// free the connection now, without a body stream.
+		n := int(ex.remaining)
+		body, _ := ex.conn.br.Peek(n)
+		ctx.Response.SetBody(body)
+		_, _ = ex.conn.br.Discard(n)
+		ex.remaining, ex.done = 0, true
+		h.finish(ex, nil)
 	case ex.mode == bodyFixed:
 		ctx.Response.SetBodyStream(ex, int(ex.remaining))
 	case !ctx.Request.Header.IsHTTP11():
@@ -155,8 +160,7 @@ func (h *Handler) ServeHTTP(ctx *fasthttp.RequestCtx) {
 		ctx.Response.SetBody(body)
 		if err != nil {
 			ctx.Response.Reset()
-			setPoolHeaders(ctx, pool)
-			writeError(ctx, fasthttp.StatusBadGateway, bodyBadGateway)
+			writeError(ctx, pool, fasthttp.StatusBadGateway, bodyBadGateway)
 		}
 		h.finish(ex, err)
 	default:
@@ -229,12 +233,30 @@ func (h *Handler) logAccess(ex *exchange, status int, took time.Duration, writeE
 	h.access.Info("request", fields...)
 }
 
+// inlineBodyMax is the largest answer copied out of the read buffer at
+// once rather than streamed.
+const inlineBodyMax = connReadBufferSize
+
+var (
+	headerColorKey   = []byte(HeaderColor)
+	headerVersionKey = []byte(HeaderVersion)
+)
+
+// setPoolHeaders labels the answer with the pool that gave it, from
+// bytes prepared with the snapshot.
 func setPoolHeaders(ctx *fasthttp.RequestCtx, p *Pool) {
-	ctx.Response.Header.Set(HeaderColor, string(p.Color))
-	ctx.Response.Header.Set(HeaderVersion, p.Version)
+	ctx.Response.Header.SetCanonical(headerColorKey, p.colorValue)
+	ctx.Response.Header.SetCanonical(headerVersionKey, p.versionValue)
 }
 
-func writeError(ctx *fasthttp.RequestCtx, status int, body []byte) {
+// writeError answers with one of the canned JSON errors, labelled with
+// the pool it concerns.
+func writeError(ctx *fasthttp.RequestCtx, p *Pool, status int, body []byte) {
+	setPoolHeaders(ctx, p)
+	writeErrorBody(ctx, status, body)
+}
+
+func writeErrorBody(ctx *fasthttp.RequestCtx, status int, body []byte) {
 	ctx.Response.SetStatusCode(status)
 	ctx.Response.Header.SetContentType("application/json")
 	ctx.Response.SetBodyRaw(body)
@@ -293,10 +315,10 @@ func (h *Handler) logFailure(p *Pool, b *Backend, err error) {
 func ErrorHandler(ctx *fasthttp.RequestCtx, err error) {
 	switch {
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
-		writeError(ctx, fasthttp.StatusRequestEntityTooLarge, bodyTooLarge)
+		writeErrorBody(ctx, fasthttp.StatusRequestEntityTooLarge, bodyTooLarge)
 	case isTimeout(err):
-		writeError(ctx, fasthttp.StatusRequestTimeout, bodyRequestTime)
+		writeErrorBody(ctx, fasthttp.StatusRequestTimeout, bodyRequestTime)
 	default:
-		writeError(ctx, fasthttp.StatusBadRequest, bodyBadRequest)
+		writeErrorBody(ctx, fasthttp.StatusBadRequest, bodyBadRequest)
 	}
 }

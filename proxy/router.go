@@ -149,6 +149,8 @@ func (r *Router) build(cfg *config.Config, active config.Color, gen uint64) *Sna
 			Color:          color,
 			Version:        pc.Version,
 			MaxConcurrency: int64(pc.MaxConcurrency),
+			colorValue:     []byte(color),
+			versionValue:   []byte(pc.Version),
 			balance:        pc.Balance,
 			inflight:       &r.inflight[colorIndex(color)],
 			stats:          &r.stats[colorIndex(color)],

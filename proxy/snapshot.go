@@ -53,6 +53,9 @@ type Pool struct {
 	// MaxConcurrency caps in-flight requests per backend; 0 is no cap.
 	MaxConcurrency int64
 
+	// colorValue and versionValue are the response header values.
+	colorValue, versionValue []byte
+
 	balance string
 	rr      atomic.Uint64
 	outlier outlierPolicy
