@@ -311,8 +311,10 @@ func (h *Handler) logFailure(p *Pool, b *Backend, err error) {
 }
 
 // ErrorHandler answers requests fasthttp could not parse, in the same JSON
-// shape as proxy errors.
-func ErrorHandler(ctx *fasthttp.RequestCtx, err error) {
+// shape as proxy errors and labelled with the active pool like every
+// other answer.
+func (h *Handler) ErrorHandler(ctx *fasthttp.RequestCtx, err error) {
+	setPoolHeaders(ctx, h.router.snap.Load().ActivePool())
 	switch {
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
 		writeErrorBody(ctx, fasthttp.StatusRequestEntityTooLarge, bodyTooLarge)

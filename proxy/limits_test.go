@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -106,4 +107,20 @@ func TestSwitch_CapacityCheckRefusesAnUndersizedPool(t *testing.T) {
 	await(t, b)
 	_, err = gw.Router.Switch(SwitchRequest{To: "green", Trigger: TriggerAdmin})
 	assert.NoError(t, err, "with the load gone the switch fits")
+}
+
+// A request fasthttp rejects before the handler (a body over the server's
+// cap) still says which pool it concerns, like every other answer.
+func TestProxy_ParseErrorsCarryPoolHeaders(t *testing.T) {
+	backend := colorServer(t, "blue")
+	cfg := testConfig(t, []string{hostPort(backend)}, nil, "proxy: {max_request_body_bytes: 16}\n")
+	gw := startGateway(t, cfg)
+
+	resp, err := newClient(t).Post(gw.URL+"/predict", "application/json", strings.NewReader(strings.Repeat("x", 100)))
+	require.NoError(t, err)
+	resp.Body.Close()
+
+	assert.Equal(t, http.StatusRequestEntityTooLarge, resp.StatusCode)
+	assert.Equal(t, "blue", resp.Header.Get(HeaderColor))
+	assert.Equal(t, "v1", resp.Header.Get(HeaderVersion))
 }

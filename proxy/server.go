@@ -18,7 +18,7 @@ func NewServer(h *Handler, maxBody int) *fasthttp.Server {
 		// limit) already got their answer; keep them out of stderr.
 		Logger:                       debugLogger{h.log},
 		Handler:                      h.ServeHTTP,
-		ErrorHandler:                 ErrorHandler,
+		ErrorHandler:                 h.ErrorHandler,
 		Name:                         "switchyard",
 		MaxRequestBodySize:           maxBody,
 		NoDefaultServerHeader:        true,
