@@ -199,7 +199,8 @@ func (h *Handler) finish(ex *exchange, writeErr error) {
 	end := time.Now()
 	took := end.Sub(ex.start)
 	ex.pool.metrics.observe(status, took.Seconds())
-	ex.pool.stats.record(end, status >= 500 || writeErr != nil && ex.readErr != nil, false, took)
+	// A backend that broke off mid-body failed, whatever its status said.
+	ex.pool.stats.record(end, status >= 500 || ex.readErr != nil, false, took)
 	if ex.access.on {
 		h.logAccess(ex, status, took, writeErr)
 	}

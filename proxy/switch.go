@@ -14,7 +14,6 @@ const (
 	TriggerAdmin    = "admin"
 	TriggerRollback = "rollback"
 	TriggerFile     = "file"
-	TriggerStartup  = "startup"
 	// TriggerAutoRollback is a switch back made by the gateway itself
 	// after the new color broke a threshold.
 	TriggerAutoRollback = "auto-rollback"

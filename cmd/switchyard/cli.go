@@ -210,6 +210,19 @@ type client struct {
 }
 
 // connect builds the admin API client from the common flags.
+// connectNoArgs parses the flags of a subcommand that takes no
+// arguments and connects to the admin API.
+func (c *cli) connectNoArgs(f *cmdFlags, args []string) (*client, int, bool) {
+	pos, code, ok := c.parse(f, args)
+	if !ok {
+		return nil, code, false
+	}
+	if len(pos) > 0 {
+		return nil, c.usage(f, "unexpected argument %q", pos[0]), false
+	}
+	return c.connect(f)
+}
+
 func (c *cli) connect(f *cmdFlags) (*client, int, bool) {
 	raw := strings.TrimSpace(f.admin)
 	if !strings.Contains(raw, "://") {
@@ -647,14 +660,7 @@ func (c *cli) rollback(ctx context.Context, args []string) int {
 	f := c.flags("rollback", "switchyard rollback [--force] [--wait]")
 	force := f.Bool("force", false, "roll back even if the old color is not ready")
 	wait := f.Bool("wait", false, "wait until the color rolled back from has drained")
-	pos, code, ok := c.parse(f, args)
-	if !ok {
-		return code
-	}
-	if len(pos) > 0 {
-		return c.usage(f, "unexpected argument %q", pos[0])
-	}
-	cl, code, ok := c.connect(f)
+	cl, code, ok := c.connectNoArgs(f, args)
 	if !ok {
 		return code
 	}
@@ -677,14 +683,7 @@ func (c *cli) rollback(ctx context.Context, args []string) int {
 func (c *cli) promote(ctx context.Context, args []string) int {
 	f := c.flags("promote", "switchyard promote [--wait]")
 	wait := f.Bool("wait", false, "wait until the old color has drained")
-	pos, code, ok := c.parse(f, args)
-	if !ok {
-		return code
-	}
-	if len(pos) > 0 {
-		return c.usage(f, "unexpected argument %q", pos[0])
-	}
-	cl, code, ok := c.connect(f)
+	cl, code, ok := c.connectNoArgs(f, args)
 	if !ok {
 		return code
 	}
@@ -935,14 +934,7 @@ func (c *cli) warmup(ctx context.Context, args []string) int {
 
 func (c *cli) reload(ctx context.Context, args []string) int {
 	f := c.flags("reload", "switchyard reload")
-	pos, code, ok := c.parse(f, args)
-	if !ok {
-		return code
-	}
-	if len(pos) > 0 {
-		return c.usage(f, "unexpected argument %q", pos[0])
-	}
-	cl, code, ok := c.connect(f)
+	cl, code, ok := c.connectNoArgs(f, args)
 	if !ok {
 		return code
 	}

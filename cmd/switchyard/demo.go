@@ -1,20 +1,14 @@
 package main
 
 import (
-	"context"
 	"flag"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/switchyard/switchyard/config"
 	"github.com/switchyard/switchyard/gateway"
-	"github.com/switchyard/switchyard/logs"
 	"github.com/switchyard/switchyard/modelsim"
-	"go.uber.org/zap"
 )
 
 // demoConfig is the embedded config of `switchyard demo`; backends are
@@ -65,15 +59,7 @@ func demo(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "demo config:", err)
 		return exitUsage
 	}
-	log, err := logs.New(logs.Options{Format: cfg.Log.Format, Level: cfg.Log.Level}, os.Stdout)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return exitUsage
-	}
-	defer logs.SyncQuietly(log)
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	err = gateway.Run(ctx, gateway.Options{Config: cfg, Log: log, Version: buildVersion(), ShutdownTimeout: 5 * time.Second,
+	return runGateway(gateway.Options{Config: cfg, Version: buildVersion(), ShutdownTimeout: 5 * time.Second,
 		Started: func(traffic, adm string) {
 			fmt.Fprintf(stdout, `
 Switchyard demo: blue v2.6 is live, green v2.7 is standing by (its first requests are slow, like a cold GPU).
@@ -86,10 +72,5 @@ Try, in another terminal:
 Ctrl-C stops it.
 
 `, traffic, adm)
-		}})
-	if err != nil {
-		log.Error("demo failed", zap.Error(err))
-		return exitRefused
-	}
-	return exitOK
+		}}, stderr)
 }

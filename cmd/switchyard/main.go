@@ -99,7 +99,13 @@ func serve(args []string, stderr io.Writer) int {
 	if *logFormat != "" {
 		cfg.Log.Format = *logFormat
 	}
-	log, err := logs.New(logs.Options{Format: cfg.Log.Format, Level: cfg.Log.Level}, os.Stdout)
+	return runGateway(gateway.Options{Config: cfg, ConfigPath: *path, ConfigData: data, Version: buildVersion()}, stderr)
+}
+
+// runGateway runs one gateway with the config's logger until SIGINT or
+// SIGTERM; serve and demo differ only in the options.
+func runGateway(opts gateway.Options, stderr io.Writer) int {
+	log, err := logs.New(logs.Options{Format: opts.Config.Log.Format, Level: opts.Config.Log.Level}, os.Stdout)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitUsage
@@ -107,7 +113,8 @@ func serve(args []string, stderr io.Writer) int {
 	defer logs.SyncQuietly(log)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := gateway.Run(ctx, gateway.Options{Config: cfg, ConfigPath: *path, ConfigData: data, Log: log, Version: buildVersion()}); err != nil {
+	opts.Log = log
+	if err := gateway.Run(ctx, opts); err != nil {
 		log.Error("gateway failed", zap.Error(err))
 		return exitRefused
 	}
