@@ -5,15 +5,24 @@ GO      ?= go
 BIN     := bin/switchyard
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
-# Debian packages the end-to-end and observability tests run for real.
-TEST_DEBS := python3-torch python3-flask gunicorn prometheus
+# Debian packages the end-to-end, observability and browser tests run for
+# real.
+# python3-grpcio and python3-protobuf run the model server's KServe v2 gRPC
+# API; curl is the HTTP/2 client of the proxy's h2c and TLS tests.
+TEST_DEBS := python3-torch python3-flask gunicorn prometheus chromium python3-grpcio python3-protobuf curl
+# What `make proto` needs besides Go: protoc, and grpc_tools for the Python
+# gRPC stubs. The generated code is checked in; only changing the .proto
+# needs these.
+PROTO_DEBS := protobuf-compiler python3-grpc-tools
+PROTOC_GEN_GO      ?= google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+PROTOC_GEN_GO_GRPC ?= google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
 # Iterations, not seconds: a duration can end mid-input and fail with
 # "context deadline exceeded" on a busy machine.
 FUZZTIME ?= 20000x
 
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: run build test deps lint test-go test-alloc fuzz test-e2e test-model-server bench bench-deps clean
+.PHONY: run build test deps lint test-go test-alloc fuzz test-browser test-e2e test-model-server bench bench-deps proto clean
 
 run: build
 	./$(BIN) demo
@@ -21,7 +30,7 @@ run: build
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/switchyard
 
-test: deps lint test-go test-alloc fuzz test-model-server test-e2e
+test: deps lint test-go test-alloc fuzz test-browser test-model-server test-e2e
 
 # Installs the Debian packages the tests need when any is missing. A
 # failure here fails the build: CI never skips a test for a missing part.
@@ -55,8 +64,15 @@ fuzz:
 		done; \
 	done
 
+# The web console in headless Chromium against an in-process gateway.
+# CI=true makes a missing chromium a failure, never a skip. Screenshots go
+# to $SWITCHYARD_SCREENSHOTS (default: a new temporary directory).
+test-browser:
+	$(GO) vet -tags browser ./console/
+	CI=$${CI:-true} $(GO) test -race -count=1 -tags browser -timeout 10m -run 'InBrowser' ./console/
+
 test-model-server:
-	cd deploy/model-server && /usr/bin/python3 -m unittest -v test_app.py
+	cd deploy/model-server && /usr/bin/python3 -m unittest -v test_app.py test_grpc.py
 
 test-e2e: build
 	$(GO) test -count=1 -tags e2e -timeout 15m ./e2e/...
@@ -67,6 +83,22 @@ bench-deps:
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./proxy/ | tee bench/results/go-bench.txt
 	$(GO) run ./bench/cmd/bench -switchyard $(BIN)
+	$(GO) run ./bench/cmd/grpcbench -switchyard $(BIN)
+
+# Regenerates the Go and Python code of the KServe v2 gRPC proto
+# (proto/inference/open_inference_grpc.proto, as published by
+# kserve/open-inference-protocol). The output is checked in.
+proto:
+	@missing=$$(for p in $(PROTO_DEBS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi
+	GOBIN=$(CURDIR)/bin $(GO) install $(PROTOC_GEN_GO)
+	GOBIN=$(CURDIR)/bin $(GO) install $(PROTOC_GEN_GO_GRPC)
+	cd proto/inference && PATH=$(CURDIR)/bin:$$PATH protoc -I . \
+		--go_out=. --go_opt=paths=source_relative --go_opt=Mopen_inference_grpc.proto=github.com/switchyard/switchyard/proto/inference \
+		--go-grpc_out=. --go-grpc_opt=paths=source_relative --go-grpc_opt=Mopen_inference_grpc.proto=github.com/switchyard/switchyard/proto/inference \
+		open_inference_grpc.proto
+	cd deploy/model-server && protoc -I ../../proto/inference --python_out=. open_inference_grpc.proto && \
+		/usr/bin/python3 -m grpc_tools.protoc -I ../../proto/inference --grpc_python_out=. open_inference_grpc.proto
 
 clean:
 	rm -rf bin

@@ -45,10 +45,15 @@ func withAnalyzer(r *proxy.Router, opts *admin.Options) {
 // until the test ends.
 func newRig(t *testing.T, options ...rigOption) *rig {
 	t.Helper()
+	return newRigLog(t, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)), options...)
+}
+
+// newRigLog is newRig logging to log.
+func newRigLog(t *testing.T, log *zap.Logger, options ...rigOption) *rig {
+	t.Helper()
 	cfg, err := config.Parse([]byte("pools:\n  blue: {version: v1, backends: [" + blueAddr + "]}\n" +
 		"  green: {version: v2, backends: [" + greenAddr + "]}\n"))
 	require.NoError(t, err)
-	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
 	promReg := prometheus.NewRegistry()
 	reg := proxy.NewRegistry(proxy.RegistryOptions{StartReady: true})
 	router := proxy.NewRouter(cfg, proxy.Options{Registry: reg, Metrics: proxy.NewMetrics(promReg), Log: log})
@@ -495,6 +500,14 @@ func TestTraffic_Put(t *testing.T) {
 		},
 		{
 			desc: "sticky header not a header name", body: `{"sticky_header": "X-User: ID"}`, wantStatus: http.StatusBadRequest, wantMsg: "sticky_header",
+			want: proxy.Traffic{Weights: map[config.Color]float64{config.Blue: 100, config.Green: 0}},
+		},
+		{
+			desc: "sticky header with a control character", body: `{"sticky_header": "X-User\u0001"}`, wantStatus: http.StatusBadRequest, wantMsg: "sticky_header",
+			want: proxy.Traffic{Weights: map[config.Color]float64{config.Blue: 100, config.Green: 0}},
+		},
+		{
+			desc: "empty sticky header turns it off", body: `{"sticky_header": ""}`, wantStatus: http.StatusOK,
 			want: proxy.Traffic{Weights: map[config.Color]float64{config.Blue: 100, config.Green: 0}},
 		},
 		{

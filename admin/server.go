@@ -9,16 +9,21 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/switchyard/switchyard/analysis"
 	"github.com/switchyard/switchyard/config"
+	"github.com/switchyard/switchyard/health"
 	"github.com/switchyard/switchyard/proxy"
+	"github.com/switchyard/switchyard/state"
 	"go.uber.org/zap"
 )
 
@@ -41,7 +46,7 @@ type Analyzer interface {
 // BackendInspector adds what the health checker knows about a backend to
 // its status entry.
 type BackendInspector interface {
-	Inspect(addr string) any
+	Inspect(addr string) *health.State
 }
 
 // Warmer re-runs warmup on a pool on demand.
@@ -52,7 +57,12 @@ type Warmer interface {
 // Reloader re-reads the config file and reports on the last load.
 type Reloader interface {
 	Reload(trigger string) error
-	ConfigStatus() any
+	ConfigStatus() ConfigStatus
+}
+
+// StateReporter says whether the routing state reached the state file.
+type StateReporter interface {
+	Status() state.Status
 }
 
 // Server is the admin API handler.
@@ -60,12 +70,22 @@ type Server struct {
 	router   Router
 	log      *zap.Logger
 	metrics  http.Handler
-	token    atomic.Pointer[[]byte]
 	inspect  BackendInspector
 	warmer   Warmer
 	reloader Reloader
 	analyzer Analyzer
+	state    StateReporter
 	mux      *http.ServeMux
+	// cred is the bearer token in force; tokenMu serializes its changes
+	// (token.go).
+	cred    atomic.Pointer[credential]
+	tokenMu sync.Mutex
+	// listenAddr is where the admin listener is bound, once known.
+	listenAddr atomic.Pointer[net.Addr]
+	// writeMu serializes the admin calls that change state, so that an
+	// If-Match check and the change it guards are not interleaved with
+	// another admin call.
+	writeMu sync.Mutex
 	// shuttingDown makes /readyz fail first, so load balancers stop
 	// sending before the listener closes.
 	shuttingDown atomic.Bool
@@ -78,12 +98,15 @@ type Options struct {
 	Warmer   Warmer
 	Reloader Reloader
 	Analyzer Analyzer
+	// State, when set, is the state file switches are persisted to: switch
+	// answers and GET /admin/status say when a write failed.
+	State StateReporter
 }
 
 // New returns the admin handler for router.
 func New(router Router, log *zap.Logger, opts Options) *Server {
 	s := &Server{router: router, log: log, inspect: opts.Inspect, warmer: opts.Warmer, reloader: opts.Reloader,
-		analyzer: opts.Analyzer, mux: http.NewServeMux()}
+		analyzer: opts.Analyzer, state: opts.State, mux: http.NewServeMux()}
 	if opts.Gatherer != nil {
 		s.metrics = promhttp.HandlerFor(opts.Gatherer, promhttp.HandlerOpts{ErrorLog: zap.NewStdLog(log), EnableOpenMetrics: false})
 		s.mux.Handle("GET /metrics", s.metrics)
@@ -106,28 +129,41 @@ func New(router Router, log *zap.Logger, opts Options) *Server {
 	return s
 }
 
-// SetToken sets the bearer token every /admin/ call must present; empty
-// disables the check.
-func (s *Server) SetToken(token string) {
-	t := []byte(strings.TrimSpace(token))
-	s.token.Store(&t)
-}
-
 // SetShuttingDown makes /readyz fail from now on.
 func (s *Server) SetShuttingDown() { s.shuttingDown.Store(true) }
 
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
+// Handle serves h at pattern (a ServeMux pattern) behind the admin token,
+// like every /admin/ call: the web console's data endpoint.
+func (s *Server) Handle(pattern string, h http.Handler) {
+	s.mux.HandleFunc(pattern, s.auth(h.ServeHTTP))
+}
+
+// HandlePublic serves h at pattern without the token: only for what holds
+// no data, such as the web console's page, which asks for the token.
+func (s *Server) HandlePublic(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+
 func (s *Server) auth(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if t := s.token.Load(); t != nil && len(*t) > 0 {
-			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-			if !ok || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), *t) != 1 {
-				w.Header().Set("WWW-Authenticate", `Bearer realm="switchyard"`)
-				writeError(w, http.StatusUnauthorized, "unauthorized", "send Authorization: Bearer <token> with the token from admin.token_file")
-				return
-			}
+		c := s.currentCredential(false)
+		if c == nil || (c.path == "" && len(c.token) == 0) {
+			next(w, r)
+			return
+		}
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if c.err != nil {
+			// Fail closed: no readable token is no access, never open access.
+			w.Header().Set("WWW-Authenticate", `Bearer realm="switchyard"`)
+			writeError(w, http.StatusUnauthorized, "unauthorized",
+				"the gateway cannot read its admin.token_file, so every /admin/ call is refused; an operator must write the token to it (see the gateway log)")
+			return
+		}
+		if !ok || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), c.token) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="switchyard"`)
+			writeError(w, http.StatusUnauthorized, "unauthorized", "send Authorization: Bearer <token> with the token from admin.token_file")
+			return
 		}
 		next(w, r)
 	}
@@ -153,6 +189,18 @@ type switchBody struct {
 	Force bool   `json:"force"`
 }
 
+// switchReply is the answer to a call that switched: what the router
+// did, and whether the state file has it.
+type switchReply struct {
+	proxy.SwitchResult
+	// Persisted is set when a state_dir is configured and the call moved
+	// traffic. False means the switch is in force but not on disk: a
+	// restart would start on the config file's color.
+	Persisted *bool `json:"persisted,omitempty"`
+	// Warning says, with Persisted false, why and what to do.
+	Warning string `json:"warning,omitempty"`
+}
+
 func (s *Server) doSwitch(w http.ResponseWriter, r *http.Request) {
 	var body switchBody
 	if !decodeBody(w, r, &body, false, `{"to": "blue"|"green"|"toggle", "force": false}`) {
@@ -175,9 +223,16 @@ func (s *Server) doSwitch(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	// The router checks the generation under its own lock.
 	req.IfGeneration = gen
-	res, err := s.router.Switch(req)
-	s.writeSwitch(w, res, err)
+	var rep switchReply
+	var err error
+	s.change(0, func() {
+		var res proxy.SwitchResult
+		res, err = s.router.Switch(req)
+		rep = s.switchReply(res, err)
+	})
+	s.writeSwitch(w, rep, err)
 }
 
 func (s *Server) rollback(w http.ResponseWriter, r *http.Request) {
@@ -187,27 +242,139 @@ func (s *Server) rollback(w http.ResponseWriter, r *http.Request) {
 	if !decodeBody(w, r, &body, true, `{"force": false} or no body`) {
 		return
 	}
-	res, err := s.router.Rollback(body.Force)
-	s.writeSwitch(w, res, err)
+	gen, ok := ifMatch(w, r)
+	if !ok {
+		return
+	}
+	var rep switchReply
+	var err error
+	s.change(0, func() {
+		var res proxy.SwitchResult
+		if gen == 0 {
+			res, err = s.router.Rollback(body.Force)
+		} else {
+			res, err = s.rollbackIf(gen, body.Force)
+		}
+		rep = s.switchReply(res, err)
+	})
+	s.writeSwitch(w, rep, err)
 }
 
-func (s *Server) writeSwitch(w http.ResponseWriter, res proxy.SwitchResult, err error) {
+// rollbackIf is Router.Rollback applied only while the routing state is
+// at generation gen, as atomically as a switch with If-Match: gen is
+// checked before the history is read and again by the switch under the
+// router's lock, and generations only grow, so the history read is that
+// of generation gen.
+func (s *Server) rollbackIf(gen uint64, force bool) (proxy.SwitchResult, error) {
+	if cur := s.router.Snapshot().Generation; cur != gen {
+		return proxy.SwitchResult{Generation: cur}, proxy.ErrStaleGeneration
+	}
+	h := s.router.History()
+	if len(h) == 0 {
+		return proxy.SwitchResult{}, proxy.ErrNothingToRollBack
+	}
+	last := h[len(h)-1]
+	if last.Trigger == proxy.TriggerAutoRollback {
+		// As Router.Rollback: the gateway already rolled back, and rolling
+		// back again would bring the broken color back. A switch to the
+		// active color is the no-op, checked against gen.
+		res, err := s.router.Switch(proxy.SwitchRequest{To: last.To, Trigger: proxy.TriggerRollback, IfGeneration: gen})
+		if err == nil && res.NoOp {
+			res.Message = fmt.Sprintf("already rolled back automatically from %s to %s at %s; to return to %s, switch to it by name",
+				last.From, last.To, last.At.Format(time.RFC3339), last.From)
+		}
+		return res, err
+	}
+	return s.router.Switch(proxy.SwitchRequest{To: last.From, Trigger: proxy.TriggerRollback, Force: force, IfGeneration: gen})
+}
+
+// change runs fn, which changes state, with writeMu held, once the
+// If-Match generation gen (0: none) is checked against the routing state.
+// It returns false, without running fn, when the state moved past gen.
+//
+// Serializing admin changes makes If-Match exact between admin callers.
+// Calls the router cannot check under its own lock (traffic, promote,
+// warmup, reload) still race changes the gateway makes by itself (a file
+// edit, a DNS change, auto-promote) by the microseconds between the check
+// and the change.
+func (s *Server) change(gen uint64, fn func()) bool {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	if gen != 0 && gen != s.router.Snapshot().Generation {
+		return false
+	}
+	fn()
+	return true
+}
+
+// switchReply adds to a switch result whether the state file has it. Call
+// it right after the switch, with writeMu held.
+func (s *Server) switchReply(res proxy.SwitchResult, err error) switchReply {
+	rep := switchReply{SwitchResult: res}
+	if err != nil || res.NoOp || s.state == nil {
+		return rep
+	}
+	st := s.state.Status()
+	persisted := st.Persisted && st.Generation >= res.Generation
+	rep.Persisted = &persisted
+	if !persisted {
+		why := st.LastError
+		if why == "" {
+			why = fmt.Sprintf("no write recorded for generation %d", res.Generation)
+		}
+		rep.Warning = fmt.Sprintf("the switch is in force but was NOT persisted (%s): a restart would start on the config file's color "+
+			"until a later switch is written; make state_dir writable (GET /admin/status shows state)", why)
+	}
+	return rep
+}
+
+// warnings returns the state file's last write, if any, and the problems
+// GET /admin/status reports.
+func (s *Server) warnings() (*state.Status, []string) {
+	warns := s.tokenWarnings()
+	if s.state == nil {
+		return nil, warns
+	}
+	st := s.state.Status()
+	if !st.Persisted {
+		warns = append(warns, fmt.Sprintf("the routing state is NOT persisted to %s (%s): a restart would start on the config file's color "+
+			"until a later switch is written; make state_dir writable", st.Path, st.LastError))
+	}
+	return &st, warns
+}
+
+func (s *Server) writeSwitch(w http.ResponseWriter, rep switchReply, err error) {
 	var refused *proxy.RefusedError
 	switch {
 	case err == nil:
-		w.Header().Set("ETag", etag(res.Generation))
-		writeJSON(w, http.StatusOK, res)
+		w.Header().Set("ETag", etag(rep.Generation))
+		writeJSON(w, http.StatusOK, rep)
 	case errors.As(err, &refused):
 		writeJSON(w, http.StatusConflict, map[string]any{"error": "refused", "message": err.Error(), "refused": refused})
 	case errors.Is(err, proxy.ErrStaleGeneration):
-		w.Header().Set("ETag", etag(s.router.Snapshot().Generation))
-		writeError(w, http.StatusPreconditionFailed, "stale_generation",
-			fmt.Sprintf("the routing state is at generation %d now; re-read GET /admin/status and retry", s.router.Snapshot().Generation))
+		s.writeStale(w)
 	case errors.Is(err, proxy.ErrNothingToRollBack):
 		writeError(w, http.StatusConflict, "nothing_to_roll_back", err.Error())
 	default:
 		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
 	}
+}
+
+// writeStale answers 412 for an If-Match the routing state moved past,
+// with the state in force, so the caller can decide again without
+// another read.
+func (s *Server) writeStale(w http.ResponseWriter) {
+	snap := s.router.Snapshot()
+	w.Header().Set("ETag", etag(snap.Generation))
+	writeJSON(w, http.StatusPreconditionFailed, map[string]any{
+		"error": "stale_generation",
+		"message": fmt.Sprintf("the routing state is at generation %d now and nothing was changed; check the state below (or GET /admin/status) "+
+			"and retry with If-Match: %s", snap.Generation, etag(snap.Generation)),
+		"generation":     snap.Generation,
+		"active":         snap.Active,
+		"active_version": snap.ActivePool().Version,
+		"traffic":        snap.Traffic(),
+	})
 }
 
 func (s *Server) warmup(w http.ResponseWriter, r *http.Request) {
@@ -226,24 +393,49 @@ func (s *Server) warmup(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusConflict, "warmup_disabled", "warmup is not configured; set warmup.path")
 		return
 	}
-	if err := s.warmer.Rewarm(c); err != nil {
+	gen, ok := ifMatch(w, r)
+	if !ok {
+		return
+	}
+	var err error
+	if !s.change(gen, func() { err = s.warmer.Rewarm(c) }) {
+		s.writeStale(w)
+		return
+	}
+	if err != nil {
 		writeError(w, http.StatusConflict, "warmup_failed", err.Error())
 		return
 	}
 	writeJSON(w, http.StatusAccepted, map[string]string{"status": "warming", "color": string(c)})
 }
 
-func (s *Server) reload(w http.ResponseWriter, _ *http.Request) {
-	if s.reloader == nil {
+func (s *Server) reload(w http.ResponseWriter, r *http.Request) {
+	gen, ok := ifMatch(w, r)
+	if !ok {
+		return
+	}
+	var err error
+	var cfg any
+	if !s.change(gen, func() {
+		// The token file is re-read on every reload, changed or not.
+		s.currentCredential(true)
+		if s.reloader != nil {
+			err = s.reloader.Reload("admin")
+			cfg = s.reloader.ConfigStatus()
+		}
+	}) {
+		s.writeStale(w)
+		return
+	}
+	switch {
+	case s.reloader == nil:
 		writeError(w, http.StatusConflict, "no_config_file", "the gateway was not started from a config file")
-		return
+	case err != nil:
+		writeJSON(w, http.StatusUnprocessableEntity, map[string]any{"error": "reload_failed", "message": err.Error(), "config": cfg})
+	default:
+		w.Header().Set("ETag", etag(s.router.Snapshot().Generation))
+		writeJSON(w, http.StatusOK, map[string]any{"status": "reloaded", "config": cfg})
 	}
-	if err := s.reloader.Reload("admin"); err != nil {
-		writeJSON(w, http.StatusUnprocessableEntity, map[string]any{"error": "reload_failed", "message": err.Error(), "config": s.reloader.ConfigStatus()})
-		return
-	}
-	w.Header().Set("ETag", etag(s.router.Snapshot().Generation))
-	writeJSON(w, http.StatusOK, map[string]any{"status": "reloaded", "config": s.reloader.ConfigStatus()})
 }
 
 // traffic handles PUT /admin/traffic: {"green": 5}, {"sticky_header":
@@ -271,7 +463,7 @@ func (s *Server) traffic(w http.ResponseWriter, r *http.Request) {
 			req.Color, req.Percent = config.Color(key), &p
 		case "sticky_header":
 			var h string
-			if err := json.Unmarshal(val, &h); err != nil || strings.ContainsAny(h, " :\r\n") {
+			if err := json.Unmarshal(val, &h); err != nil || (h != "" && !config.ValidHeaderName(h)) {
 				writeError(w, http.StatusBadRequest, "bad_request", `body: "sticky_header" must be a header name such as "X-User-ID", or ""`)
 				return
 			}
@@ -280,10 +472,8 @@ func (s *Server) traffic(w http.ResponseWriter, r *http.Request) {
 			req.SetMirror = true
 			if string(val) != "null" {
 				var m proxy.MirrorSetting
-				dec := json.NewDecoder(strings.NewReader(string(val)))
-				dec.DisallowUnknownFields()
-				if err := dec.Decode(&m); err != nil {
-					writeError(w, http.StatusBadRequest, "bad_request", `body: "mirror" must be {"to": "green", "percent": 1} or null: `+strings.TrimPrefix(err.Error(), "json: "))
+				if err := strictUnmarshal(val, &m); err != nil {
+					writeError(w, http.StatusBadRequest, "bad_request", `body: "mirror" must be {"to": "green", "percent": 1} or null: `+err.Error())
 					return
 				}
 				req.Mirror = &m
@@ -293,7 +483,16 @@ func (s *Server) traffic(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	t, err := s.router.SetTraffic(req)
+	gen, ok := ifMatch(w, r)
+	if !ok {
+		return
+	}
+	var t proxy.Traffic
+	var err error
+	if !s.change(gen, func() { t, err = s.router.SetTraffic(req) }) {
+		s.writeStale(w)
+		return
+	}
 	switch {
 	case errors.Is(err, proxy.ErrBadTraffic):
 		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
@@ -306,60 +505,38 @@ func (s *Server) traffic(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, t)
 }
 
-func (s *Server) promote(w http.ResponseWriter, _ *http.Request) {
+func (s *Server) promote(w http.ResponseWriter, r *http.Request) {
 	if s.analyzer == nil {
 		writeError(w, http.StatusConflict, "analysis_disabled", "release analysis is not running")
 		return
 	}
-	res, verdict, err := s.analyzer.Promote()
+	gen, ok := ifMatch(w, r)
+	if !ok {
+		return
+	}
+	var rep switchReply
+	var verdict analysis.Verdict
+	var err error
+	if !s.change(gen, func() {
+		var res proxy.SwitchResult
+		res, verdict, err = s.analyzer.Promote()
+		rep = s.switchReply(res, err)
+	}) {
+		s.writeStale(w)
+		return
+	}
 	var refused *analysis.RefusedError
 	switch {
 	case err == nil:
-		w.Header().Set("ETag", etag(res.Generation))
-		writeJSON(w, http.StatusOK, map[string]any{"switch": res, "verdict": verdict})
+		w.Header().Set("ETag", etag(rep.Generation))
+		writeJSON(w, http.StatusOK, map[string]any{"switch": rep, "verdict": verdict})
 	case errors.As(err, &refused):
 		writeJSON(w, http.StatusConflict, map[string]any{"error": "refused", "message": err.Error(), "verdict": verdict})
 	case errors.Is(err, analysis.ErrNothingToPromote):
 		writeJSON(w, http.StatusConflict, map[string]any{"error": "nothing_to_promote", "message": err.Error(), "verdict": verdict})
 	default:
-		s.writeSwitch(w, res, err)
+		s.writeSwitch(w, rep, err)
 	}
-}
-
-// maxAdminBody bounds admin request bodies; they are a few bytes of JSON.
-const maxAdminBody = 64 << 10
-
-// decodeBody strictly decodes a JSON body into v. It writes a 400 naming
-// the problem and returns false when the body is malformed.
-func decodeBody(w http.ResponseWriter, r *http.Request, v any, optional bool, want string) bool {
-	data, err := io.ReadAll(io.LimitReader(r.Body, maxAdminBody+1))
-	if err != nil {
-		writeError(w, http.StatusBadRequest, "bad_request", "reading body: "+err.Error())
-		return false
-	}
-	if len(data) > maxAdminBody {
-		writeError(w, http.StatusRequestEntityTooLarge, "body_too_large", "admin request bodies are limited to 64 KiB")
-		return false
-	}
-	if len(strings.TrimSpace(string(data))) == 0 {
-		if optional {
-			return true
-		}
-		writeError(w, http.StatusBadRequest, "bad_request", "body: empty (want "+want+")")
-		return false
-	}
-	dec := json.NewDecoder(strings.NewReader(string(data)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		writeError(w, http.StatusBadRequest, "bad_request", "body: "+strings.TrimPrefix(err.Error(), "json: ")+" (want "+want+")")
-		return false
-	}
-	// More() is false before a stray '}' or ']': ask for one more token.
-	if _, err := dec.Token(); err != io.EOF {
-		writeError(w, http.StatusBadRequest, "bad_request", "body: trailing data after the JSON object (want "+want+")")
-		return false
-	}
-	return true
 }
 
 // ifMatch parses an If-Match generation; 0 when absent.

@@ -1,8 +1,16 @@
 // Package analysis compares the two colors on the traffic the gateway
 // sees and acts on it: during a canary or shadow phase it decides whether
 // the candidate may be promoted, and after a switch it rolls back by
-// itself when the new color breaks a threshold while the old one is still
-// ready.
+// itself when the new color keeps breaking a threshold while the old one
+// is still ready.
+//
+// The rule, in full in docs/analysis.md: absolute thresholds (error ratio,
+// max_p99, status differences) are judged on the candidate's own traffic;
+// the relative one (max_p99_ratio) only over the seconds in which both
+// colors had traffic (proxy.Paired), so a load change on the machine
+// weighs on both sides alike. After a full switch the previous color has
+// no traffic, so only the absolute thresholds can roll back, and only once
+// broken on every evaluation for analysis.breach_for.
 package analysis
 
 import (
@@ -39,42 +47,74 @@ type Verdict struct {
 	Baseline  config.Color `json:"baseline,omitempty"`
 	// Since is when the phase began.
 	Since time.Time `json:"since,omitzero"`
-	// CandidateStats and BaselineStats are the windows compared.
+	// CandidateStats is every request of the candidate in the window: the
+	// absolute thresholds are judged on it.
 	CandidateStats proxy.Window `json:"candidate_stats"`
-	BaselineStats  proxy.Window `json:"baseline_stats"`
+	// BaselineStats is the baseline's requests in the seconds of the
+	// window in which the candidate had traffic too, the only ones
+	// max_p99_ratio compares. It is empty after a full switch, when the
+	// previous color gets no traffic.
+	BaselineStats proxy.Window `json:"baseline_stats"`
 	// Enough is false until the candidate has min_requests.
 	Enough bool `json:"enough"`
 	// Pass is true when enough was seen and no threshold is broken.
 	Pass bool `json:"pass"`
 	// Reasons lists each broken threshold, or why there is no verdict.
 	Reasons []string `json:"reasons,omitempty"`
+	// Notes lists the thresholds that could not be judged, and why.
+	Notes []string `json:"notes,omitempty"`
+	// BreachSince is, in the observe phase, the first evaluation of the
+	// current run of failed verdicts: the gateway rolls back at the first
+	// evaluation breach_for after it. Zero when the last verdict passed.
+	BreachSince time.Time `json:"breach_since,omitzero"`
+
+	// generation is the switch observed, in the observe phase.
+	generation uint64
 }
 
 // minP99Samples is the fewest requests a P99 is judged on.
 const minP99Samples = 200
 
-// Evaluate checks cand against base with the thresholds of a. shadow
-// compares mirrored answers, whose status may also differ from the live
-// answer.
+// Evaluate checks cand against base with the thresholds of a. cand and
+// base must cover the same seconds, as proxy.Paired returns them: the
+// relative threshold compares them. shadow compares mirrored answers,
+// whose status may also differ from the live answer.
 func Evaluate(a config.Analysis, cand, base proxy.Window, shadow bool) Verdict {
-	v := Verdict{CandidateStats: cand, BaselineStats: base}
+	return evaluate(a, cand, cand, base, shadow)
+}
+
+// evaluate judges the absolute thresholds on cand, everything the
+// candidate answered in the window, and max_p99_ratio on pairedCand and
+// pairedBase, the two colors' requests in the seconds both had traffic
+// in.
+func evaluate(a config.Analysis, cand, pairedCand, pairedBase proxy.Window, shadow bool) Verdict {
+	v := Verdict{CandidateStats: cand, BaselineStats: pairedBase}
 	if cand.Requests < uint64(a.MinRequests) {
 		v.Reasons = []string{fmt.Sprintf("not enough requests yet: %d of min_requests %d", cand.Requests, a.MinRequests)}
 		return v
 	}
 	v.Enough = true
-	// A P99 from fewer samples is the slowest one or two requests: noise.
-	p99Enough := cand.Requests >= minP99Samples
 	if r := cand.ErrorRatio(); r > a.MaxErrorRatio {
 		v.Reasons = append(v.Reasons, fmt.Sprintf("error ratio %.3f is above max_error_ratio %.3f (%d of %d)", r, a.MaxErrorRatio, cand.Errors, cand.Requests))
 	}
-	if a.MaxP99 > 0 && p99Enough && cand.P99 > a.MaxP99.D() {
+	// A P99 from fewer samples is the slowest one or two requests: noise.
+	if a.MaxP99 > 0 && cand.Requests >= minP99Samples && cand.P99 > a.MaxP99.D() {
 		v.Reasons = append(v.Reasons, fmt.Sprintf("P99 %s is above max_p99 %s", cand.P99, a.MaxP99.D()))
 	}
-	// A relative check needs a baseline worth comparing with.
-	if maxRatio := *a.MaxP99Ratio; maxRatio > 0 && p99Enough && base.Requests >= minP99Samples && base.P99 > 0 && cand.P99 > a.P99Floor.D() {
-		if ratio := float64(cand.P99) / float64(base.P99); ratio > maxRatio {
-			v.Reasons = append(v.Reasons, fmt.Sprintf("P99 %s is %.2fx the baseline's %s, above max_p99_ratio %.2f", cand.P99, ratio, base.P99, maxRatio))
+	if maxRatio := *a.MaxP99Ratio; maxRatio > 0 {
+		// A relative check needs enough of both colors, measured in the
+		// same seconds.
+		switch {
+		case pairedCand.Requests < minP99Samples || pairedBase.Requests < minP99Samples:
+			if cand.Requests >= minP99Samples {
+				v.Notes = append(v.Notes, fmt.Sprintf("max_p99_ratio not judged: the seconds both colors had traffic in hold %d candidate and %d baseline requests, %d a side needed",
+					pairedCand.Requests, pairedBase.Requests, minP99Samples))
+			}
+		case pairedCand.P99 > a.P99Floor.D() && pairedBase.P99 > 0:
+			if ratio := float64(pairedCand.P99) / float64(pairedBase.P99); ratio > maxRatio {
+				v.Reasons = append(v.Reasons, fmt.Sprintf("P99 %s is %.2fx the baseline's %s in the same seconds, above max_p99_ratio %.2f",
+					pairedCand.P99, ratio, pairedBase.P99, maxRatio))
+			}
 		}
 	}
 	if shadow {
@@ -110,6 +150,10 @@ type Controller struct {
 	lastAction  string
 	handledFrom uint64 // switch generation already rolled back or judged
 	refusedFor  uint64 // switch generation whose refused rollback was logged
+	// breachSince is the first evaluation of the current run of failed
+	// verdicts on switch breachGen; zero when the last verdict passed.
+	breachSince time.Time
+	breachGen   uint64
 }
 
 // New returns a controller; start it with Run.
@@ -147,18 +191,20 @@ func (c *Controller) Status() Status {
 	return Status{Verdict: c.last, LastAction: c.lastAction}
 }
 
-// Tick evaluates once and acts: auto-rollback in the observe window,
-// auto-promote at the end of a clean canary or shadow window.
+// Tick evaluates once and acts: auto-rollback in the observe window once
+// a breach has lasted breach_for, auto-promote at the end of a clean
+// canary or shadow window.
 func (c *Controller) Tick() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := c.now()
 	a := c.router.Config().Analysis
 	v := c.evaluateLocked(now, a)
+	c.trackBreachLocked(now, &v)
 	c.last = v
 	switch v.Phase {
 	case PhaseObserve:
-		if v.Enough && !v.Pass && *a.AutoRollback {
+		if !v.BreachSince.IsZero() && breachLasted(now, v.BreachSince) >= a.BreachFor.D() && *a.AutoRollback {
 			c.rollbackLocked(v)
 		}
 	case PhaseCanary, PhaseShadow:
@@ -175,6 +221,29 @@ func (c *Controller) Tick() {
 	}
 }
 
+// breachLasted is how long a breach first seen at since has lasted at now,
+// in whole evaluation intervals: evaluations run on a ticker, and one that
+// fires a few milliseconds earlier after the breach than at its start must
+// not cost a whole second more.
+func breachLasted(now, since time.Time) time.Duration {
+	return now.Sub(since).Round(Interval)
+}
+
+// trackBreachLocked follows the run of failed verdicts in the observe
+// phase: it starts at the first failed one, goes on while each evaluation
+// fails, and ends at one that passes or has too few requests, or with the
+// observed switch.
+func (c *Controller) trackBreachLocked(now time.Time, v *Verdict) {
+	if v.Phase != PhaseObserve || !v.Enough || v.Pass {
+		c.breachSince = time.Time{}
+		return
+	}
+	if c.breachSince.IsZero() || c.breachGen != v.generation {
+		c.breachSince, c.breachGen = now, v.generation
+	}
+	v.BreachSince = c.breachSince
+}
+
 // evaluateLocked works out the phase and compares its two colors.
 func (c *Controller) evaluateLocked(now time.Time, a config.Analysis) Verdict {
 	snap := c.router.Snapshot()
@@ -188,8 +257,19 @@ func (c *Controller) evaluateLocked(now time.Time, a config.Analysis) Verdict {
 		rec := h[len(h)-1]
 		if rec.To == snap.Active && now.Sub(rec.At) < a.Observe.D() && !isRollback(rec.Trigger) && rec.Generation != c.handledFrom {
 			from := later(rec.At, now.Add(-window))
-			v := Evaluate(a, c.router.Stats(rec.To).Summary(from, now), c.router.Stats(rec.From).Summary(rec.At.Add(-window), rec.At), false)
-			v.Phase, v.Candidate, v.Baseline, v.Since = PhaseObserve, rec.To, rec.From, rec.At
+			cand := c.router.Stats(rec.To).Summary(from, now)
+			// The previous color is compared only in the seconds after
+			// the switch's own (in that one it served the requests from
+			// before the switch) in which both colors had traffic: a
+			// canary of it, or the end of its drain. After a plain switch
+			// there are none, and only the absolute thresholds count.
+			pairFrom := later(from, time.Unix(rec.At.Unix()+1, 0))
+			pc, pb := proxy.Paired(c.router.Stats(rec.To), c.router.Stats(rec.From), pairFrom, now)
+			v := evaluate(a, cand, pc, pb, false)
+			v.Phase, v.Candidate, v.Baseline, v.Since, v.generation = PhaseObserve, rec.To, rec.From, rec.At, rec.Generation
+			if c.breachGen == rec.Generation {
+				v.BreachSince = c.breachSince
+			}
 			return v
 		}
 	}
@@ -208,13 +288,12 @@ func (c *Controller) evaluateLocked(now time.Time, a config.Analysis) Verdict {
 		return Verdict{Phase: PhaseIdle}
 	}
 	from := later(c.phaseSince, now.Add(-window))
-	base := c.router.Stats(snap.Active).Summary(from, now)
-	var v Verdict
-	if phase == PhaseCanary {
-		v = Evaluate(a, c.router.Stats(standby).Summary(from, now), base, false)
-	} else {
-		v = Evaluate(a, c.router.ShadowStats(standby).Summary(from, now), base, true)
+	cand := c.router.Stats(standby)
+	if phase == PhaseShadow {
+		cand = c.router.ShadowStats(standby)
 	}
+	pc, pb := proxy.Paired(cand, c.router.Stats(snap.Active), from, now)
+	v := evaluate(a, cand.Summary(from, now), pc, pb, phase == PhaseShadow)
 	v.Phase, v.Candidate, v.Baseline, v.Since = phase, standby, snap.Active, c.phaseSince
 	return v
 }
@@ -233,10 +312,13 @@ func (c *Controller) rollbackLocked(v Verdict) {
 		return
 	}
 	c.handledFrom = res.Generation
-	c.lastAction = fmt.Sprintf("auto-rolled back %s -> %s at %s: %v", v.Candidate, v.Baseline, c.now().Format(time.RFC3339), v.Reasons)
+	c.breachSince = time.Time{}
+	now := c.now()
+	c.lastAction = fmt.Sprintf("auto-rolled back %s -> %s at %s after %s of breach: %v", v.Candidate, v.Baseline,
+		now.Format(time.RFC3339), breachLasted(now, v.BreachSince), v.Reasons)
 	c.log.Warn("auto-rollback: the new color broke its thresholds", zap.String("env", string(v.Baseline)),
 		zap.String("version", res.Version), zap.String("from", string(v.Candidate)), zap.Strings("reasons", v.Reasons),
-		zap.Uint64("requests", v.CandidateStats.Requests), zap.Uint64("errors", v.CandidateStats.Errors))
+		zap.Time("breach_since", v.BreachSince), zap.Uint64("requests", v.CandidateStats.Requests), zap.Uint64("errors", v.CandidateStats.Errors))
 }
 
 func (c *Controller) currentSwitchGen() uint64 {

@@ -37,6 +37,7 @@ func TestEvaluate(t *testing.T) {
 	// sides.
 	const many = minP99Samples
 	fast := proxy.Window{Requests: 1000, Errors: 1, P99: 100 * time.Millisecond}
+	noBaseline := []string{"max_p99_ratio not judged: the seconds both colors had traffic in hold 200 candidate and 0 baseline requests"}
 	testCases := []struct {
 		desc       string
 		a          config.Analysis
@@ -46,6 +47,8 @@ func TestEvaluate(t *testing.T) {
 		wantPass   bool
 		// wantReasons are fragments, one per reason, in order.
 		wantReasons []string
+		// wantNotes are fragments, one per note, in order.
+		wantNotes []string
 	}{
 		{
 			desc: "not enough requests", a: a, cand: proxy.Window{Requests: 49}, base: fast,
@@ -72,10 +75,12 @@ func TestEvaluate(t *testing.T) {
 			desc: "P99 above the absolute bound", a: withMaxP99, cand: proxy.Window{Requests: many, P99: time.Second},
 			wantEnough:  true,
 			wantReasons: []string{"P99 1s is above max_p99 500ms"},
+			wantNotes:   noBaseline,
 		},
 		{
 			desc: "P99 at the absolute bound", a: withMaxP99, cand: proxy.Window{Requests: many, P99: 500 * time.Millisecond},
 			wantEnough: true, wantPass: true,
+			wantNotes: noBaseline,
 		},
 		{
 			desc: "P99 above the absolute bound from too few requests", a: withMaxP99, cand: proxy.Window{Requests: many - 1, P99: time.Second},
@@ -84,11 +89,12 @@ func TestEvaluate(t *testing.T) {
 		{
 			desc: "no absolute bound", a: a, cand: proxy.Window{Requests: many, P99: 30 * time.Second},
 			wantEnough: true, wantPass: true,
+			wantNotes: noBaseline,
 		},
 		{
 			desc: "P99 ratio above the baseline's", a: a, cand: proxy.Window{Requests: many, P99: 250 * time.Millisecond}, base: fast,
 			wantEnough:  true,
-			wantReasons: []string{"P99 250ms is 2.50x the baseline's 100ms, above max_p99_ratio 2.00"},
+			wantReasons: []string{"P99 250ms is 2.50x the baseline's 100ms in the same seconds, above max_p99_ratio 2.00"},
 		},
 		{
 			desc: "P99 ratio at the threshold", a: a, cand: proxy.Window{Requests: many, P99: 200 * time.Millisecond}, base: fast,
@@ -102,6 +108,12 @@ func TestEvaluate(t *testing.T) {
 			desc: "P99 ratio without enough baseline", a: a, cand: proxy.Window{Requests: many, P99: 10 * time.Second},
 			base:       proxy.Window{Requests: many - 1, P99: time.Millisecond},
 			wantEnough: true, wantPass: true,
+			wantNotes: []string{"max_p99_ratio not judged: the seconds both colors had traffic in hold 200 candidate and 199 baseline requests, 200 a side needed"},
+		},
+		{
+			desc: "P99 ratio without a baseline", a: a, cand: proxy.Window{Requests: many, P99: 10 * time.Second},
+			wantEnough: true, wantPass: true,
+			wantNotes: noBaseline,
 		},
 		{
 			desc: "P99 ratio against a baseline without latency", a: a, cand: proxy.Window{Requests: many, P99: 10 * time.Second},
@@ -161,15 +173,19 @@ func TestEvaluate(t *testing.T) {
 			for i, want := range test.wantReasons {
 				assert.Contains(t, v.Reasons[i], want)
 			}
+			require.Len(t, v.Notes, len(test.wantNotes), "%q", v.Notes)
+			for i, want := range test.wantNotes {
+				assert.Contains(t, v.Notes[i], want)
+			}
 			assert.Equal(t, test.cand, v.CandidateStats)
 			assert.Equal(t, test.base, v.BaselineStats)
 		})
 	}
 }
 
-// Regression test (fixed): config documents analysis.max_p99_ratio "0 disables the relative
-// check", but applyDefaults (config/validate.go:73) replaces 0 with 2, so
-// the check cannot be turned off.
+// Regression test (fixed): config documents analysis.max_p99_ratio "0
+// disables the relative check", but defaults filled after decoding used to
+// replace 0 with 2, so the check could not be turned off.
 func TestEvaluate_MaxP99RatioZeroFromTheConfigDisablesTheCheck(t *testing.T) {
 	cfg, err := config.Parse([]byte("pools:\n  blue: {version: v1, backends: [10.0.0.1:5000]}\n" +
 		"  green: {version: v2, backends: [10.0.0.2:5000]}\nanalysis:\n  max_p99_ratio: 0\n"))
@@ -365,13 +381,14 @@ func lastSwitch(t *testing.T, r *proxy.Router) proxy.SwitchRecord {
 func percent(p float64) *float64 { return &p }
 
 // Thresholds for the controller tests: they are about errors, so the P99
-// ratio is off in effect.
+// ratio is off in effect. A breach rolls back once it lasted 2s.
 const releaseAnalysis = `
 window: 5s
 min_requests: 20
 max_error_ratio: 0.1
 max_p99_ratio: 1000
 observe: 20s
+breach_for: 2s
 `
 
 func TestTick_IdleWithoutCanaryOrMirror(t *testing.T) {
@@ -639,7 +656,17 @@ func TestTick_AutoRollback(t *testing.T) {
 				test.after(t, rg)
 			}
 			before := rg.router.History()
+			at := rg.clock.Now()
+			rg.clock.Set(at)
 
+			// The first failed evaluation starts the breach; the one
+			// breach_for later rolls back.
+			rg.ctl.Tick()
+			assert.Equal(t, before, rg.router.History(), "rolled back before the breach lasted breach_for")
+			if test.wantRollback {
+				assert.Equal(t, at, rg.ctl.Status().Verdict.BreachSince)
+			}
+			rg.clock.Set(at.Add(2 * time.Second))
 			rg.ctl.Tick()
 
 			st := rg.ctl.Status()
@@ -681,6 +708,10 @@ func TestTick_AutoRollbackRefusedWhenThePreviousColorIsNotReady(t *testing.T) {
 	b, ok := rg.router.Registry().Lookup(rg.blue.Addr())
 	require.True(t, ok)
 	b.SetReady(false)
+	at := time.Now()
+	rg.clock.Set(at)
+	rg.ctl.Tick()
+	rg.clock.Set(at.Add(2 * time.Second))
 
 	rg.ctl.Tick()
 
@@ -691,6 +722,7 @@ func TestTick_AutoRollbackRefusedWhenThePreviousColorIsNotReady(t *testing.T) {
 
 	// Blue is back: the next tick rolls back.
 	b.SetReady(true)
+	rg.clock.Set(at.Add(3 * time.Second))
 	rg.ctl.Tick()
 	assert.Equal(t, config.Blue, rg.router.Snapshot().Active)
 	assert.Equal(t, proxy.TriggerAutoRollback, lastSwitch(t, rg.router).Trigger)
@@ -706,8 +738,10 @@ func TestTick_RefusedAutoRollbackIsLoggedOncePerSwitch(t *testing.T) {
 	b, ok := rg.router.Registry().Lookup(rg.blue.Addr())
 	require.True(t, ok)
 	b.SetReady(false)
+	at := time.Now()
 
-	for range 5 {
+	for i := range 5 {
+		rg.clock.Set(at.Add(time.Duration(i) * time.Second))
 		rg.ctl.Tick()
 	}
 

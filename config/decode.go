@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"reflect"
 	"sort"
@@ -57,19 +58,64 @@ func (es Errors) Error() string {
 // Is makes errors.Is(err, ErrInvalid) true.
 func (es Errors) Is(target error) bool { return target == ErrInvalid }
 
-// Load reads and parses the file at path.
+// MaxFileSize is the largest config file accepted, 4 MiB: far above any
+// real config, so that a wrong path (a log, a model file, /dev/zero) fails
+// at once instead of being read into memory.
+const MaxFileSize = 4 << 20
+
+// Load reads the file at path with ReadFile and parses it with Parse. A
+// file that cannot be read gives an error that does not wrap ErrInvalid.
 func Load(path string) (*Config, []byte, error) {
-	data, err := os.ReadFile(path)
+	data, err := ReadFile(path)
 	if err != nil {
-		return nil, nil, fmt.Errorf("config: reading %s: %w", path, err)
+		return nil, nil, err
 	}
 	cfg, err := Parse(data)
 	return cfg, data, err
 }
 
-// Parse decodes data strictly, applies defaults and validates the result.
+// ReadFile reads the config file at path. It refuses what is not a
+// regular file (a directory, a device, a FIFO) and a file larger than
+// MaxFileSize without reading it, and names the path in every error.
+func ReadFile(path string) ([]byte, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: reading %s: %w", path, err)
+	}
+	switch {
+	case fi.IsDir():
+		return nil, fmt.Errorf("config: %s is a directory; point at the YAML file itself", path)
+	case !fi.Mode().IsRegular():
+		return nil, fmt.Errorf("config: %s is not a regular file (%s); point at the YAML file", path, fi.Mode().Type())
+	case fi.Size() > MaxFileSize:
+		return nil, tooLarge(path, fi.Size())
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: reading %s: %w", path, err)
+	}
+	defer f.Close()
+	// The file may have grown since Stat: never read past the limit.
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("config: reading %s: %w", path, err)
+	}
+	if len(data) > MaxFileSize {
+		return nil, tooLarge(path, int64(len(data)))
+	}
+	return data, nil
+}
+
+func tooLarge(path string, size int64) error {
+	return fmt.Errorf("config: %s is %d bytes, over the %d MiB limit for a config file; check that the path names the config file", path, size, MaxFileSize>>20)
+}
+
+// Parse decodes data strictly onto the defaults and validates the result.
 // On any problem it returns nil and an Errors listing every problem found.
 func Parse(data []byte) (*Config, error) {
+	if len(data) > MaxFileSize {
+		return nil, Errors{{Msg: fmt.Sprintf("the config is %d bytes, over the %d MiB limit; check that it is the config file", len(data), MaxFileSize>>20)}}
+	}
 	var root yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&root); err != nil {
@@ -93,19 +139,41 @@ func Parse(data []byte) (*Config, error) {
 	if len(errs) > 0 {
 		return nil, errs
 	}
-	var cfg Config
-	if err := doc.Decode(&cfg); err != nil {
-		return nil, Errors{yamlError(err)}
+	cfg, err := decode(doc)
+	if err != nil {
+		return nil, err
 	}
-	cfg.applyDefaults()
 	if errs := cfg.validate(lines); len(errs) > 0 {
 		return nil, errs
 	}
-	return &cfg, nil
+	return cfg, nil
+}
+
+// decode decodes doc onto the defaults. A pool's health and warmup
+// sections start from the top-level ones as the file sets them, wherever
+// the file writes those, so doc is decoded twice: once for the top-level
+// sections, then onto fresh defaults whose pools start from them.
+func decode(doc *yaml.Node) (*Config, error) {
+	top := Default()
+	if err := doc.Decode(top); err != nil {
+		return nil, Errors{yamlError(err)}
+	}
+	cfg := Default()
+	for _, c := range []Color{Blue, Green} {
+		p := cfg.Pools.Get(c)
+		p.Health, p.Warmup = ptr(top.Health), top.Warmup.inherit()
+	}
+	if err := doc.Decode(cfg); err != nil {
+		return nil, Errors{yamlError(err)}
+	}
+	return cfg, nil
 }
 
 // walkKeys reports every mapping key that has no field in t, with its path
 // and line, and records the line of every known path for later messages.
+// It drops every key of a struct whose value is null ("key:" with nothing
+// after it, "key: ~"), so that such a key keeps its default exactly as an
+// absent one does.
 func walkKeys(n *yaml.Node, t reflect.Type, path string, lines map[string]int, errs *Errors) {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
@@ -113,7 +181,7 @@ func walkKeys(n *yaml.Node, t reflect.Type, path string, lines map[string]int, e
 	lines[path] = n.Line
 	if t == reflect.TypeOf(Duration(0)) {
 		var d Duration
-		if err := d.UnmarshalYAML(n); err != nil {
+		if err := d.UnmarshalYAML(deref(n)); err != nil {
 			*errs = append(*errs, &Error{Path: path, Line: n.Line, Msg: strings.TrimPrefix(err.Error(), fmt.Sprintf("line %d: ", n.Line))})
 		}
 		return
@@ -121,6 +189,7 @@ func walkKeys(n *yaml.Node, t reflect.Type, path string, lines map[string]int, e
 	switch {
 	case t.Kind() == reflect.Struct && n.Kind == yaml.MappingNode && t != reflect.TypeOf(Duration(0)):
 		fields := yamlFields(t)
+		kept := make([]*yaml.Node, 0, len(n.Content))
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			key, val := n.Content[i], n.Content[i+1]
 			f, ok := fields[key.Value]
@@ -128,8 +197,20 @@ func walkKeys(n *yaml.Node, t reflect.Type, path string, lines map[string]int, e
 				*errs = append(*errs, &Error{Path: join(path, key.Value), Line: key.Line, Msg: unknownKeyMsg(key.Value, fields)})
 				continue
 			}
+			if isNull(val) {
+				lines[join(path, key.Value)] = key.Line
+				continue
+			}
+			kept = append(kept, key, val)
 			walkKeys(val, f.Type, join(path, key.Value), lines, errs)
 		}
+		n.Content = kept
+	case t.Kind() == reflect.Struct && n.Kind != yaml.AliasNode:
+		got := "a list"
+		if n.Kind == yaml.ScalarNode {
+			got = strconv.Quote(n.Value)
+		}
+		*errs = append(*errs, &Error{Path: path, Line: n.Line, Msg: "is " + got + ", not a section; write its fields as key: value under it"})
 	case t.Kind() == reflect.Slice && n.Kind == yaml.SequenceNode:
 		for i, item := range n.Content {
 			walkKeys(item, t.Elem(), fmt.Sprintf("%s[%d]", path, i), lines, errs)
@@ -139,6 +220,20 @@ func walkKeys(n *yaml.Node, t reflect.Type, path string, lines map[string]int, e
 			walkKeys(n.Content[i+1], t.Elem(), join(path, n.Content[i].Value), lines, errs)
 		}
 	}
+}
+
+// isNull reports whether n, or the node an alias n stands for, is null.
+func isNull(n *yaml.Node) bool {
+	n = deref(n)
+	return n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
+}
+
+// deref returns the node an alias n stands for, or n itself.
+func deref(n *yaml.Node) *yaml.Node {
+	if n.Kind == yaml.AliasNode && n.Alias != nil {
+		return n.Alias
+	}
+	return n
 }
 
 func yamlFields(t reflect.Type) map[string]reflect.StructField {

@@ -8,9 +8,10 @@ import (
 )
 
 // FuzzConfigParse feeds Parse arbitrary bytes. It must never panic, must
-// reject with Errors wrapping ErrInvalid, and whatever it accepts must be
-// deterministic and survive a round trip: the accepted config, written
-// back as YAML, parses again to the same config.
+// reject with Errors wrapping ErrInvalid, and whatever it accepts must have
+// every pointer its users dereference set, be deterministic and survive a
+// round trip: the accepted config, written back as YAML (every value,
+// zeros included, written explicitly), parses again to the same config.
 //
 // The seed corpus is in testdata/fuzz/FuzzConfigParse.
 func FuzzConfigParse(f *testing.F) {
@@ -26,6 +27,15 @@ func FuzzConfigParse(f *testing.F) {
 				t.Fatalf("Parse error %T %q is not a non-empty Errors wrapping ErrInvalid", err, err)
 			}
 			return
+		}
+
+		for _, c := range []Color{Blue, Green} {
+			if p := cfg.Pools.Get(c); p.Health == nil || p.Warmup == nil || p.Warmup.Enabled == nil {
+				t.Fatalf("accepted config has pools.%s without its resolved health or warmup", c)
+			}
+		}
+		if cfg.Analysis.MaxP99Ratio == nil || cfg.Analysis.AutoRollback == nil {
+			t.Fatalf("accepted config has a nil analysis pointer")
 		}
 
 		again, err := Parse(data)

@@ -2,30 +2,15 @@ package config
 
 import (
 	"fmt"
+	"maps"
+	"math"
 	"net"
-	"net/http"
+	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
-)
-
-// Defaults, exported so documentation and tests can refer to them.
-const (
-	DefaultListen              = "127.0.0.1:8080"
-	DefaultAdminListen         = "127.0.0.1:9901"
-	DefaultMaxRequestBodyBytes = 10 << 20
-	DefaultMaxIdleConns        = 256
-	DefaultConnectTimeout      = 2 * time.Second
-	DefaultResponseHeader      = 60 * time.Second
-	DefaultIdleTimeout         = time.Second
-	DefaultDrainTimeout        = 30 * time.Second
-	DefaultProbeInterval       = 2 * time.Second
-	DefaultProbeTimeout        = time.Second
-	DefaultWarmupRequests      = 3
-	DefaultWarmupTimeout       = 30 * time.Second
-	DefaultWarmupMaxRequests   = 50
-	DefaultKeepWarmInterval    = 30 * time.Second
 )
 
 // Balance policies.
@@ -35,6 +20,12 @@ const (
 	BalanceGPU           = "gpu"
 )
 
+// BalancePolicies lists the balancing policies pools.*.balance accepts;
+// the proxy's selector registry is tested to match it.
+func BalancePolicies() []string {
+	return []string{BalanceLeastInflight, BalanceRoundRobin, BalanceGPU}
+}
+
 // Probe kinds.
 const (
 	ProbeHTTP       = "http"
@@ -43,162 +34,29 @@ const (
 	ProbeTriton     = "triton"
 	ProbeTorchServe = "torchserve"
 	ProbeVLLM       = "vllm"
+	// ProbeGRPC asks grpc.health.v1.Health/Check; ProbeKServeGRPC asks
+	// the KServe v2 gRPC API (ServerReady, ModelReady, ModelMetadata).
+	ProbeGRPC       = "grpc"
+	ProbeKServeGRPC = "kserve-grpc"
 )
 
-func (c *Config) applyDefaults() {
-	setDefault(&c.Listen, DefaultListen)
-	setDefault(&c.Admin.Listen, DefaultAdminListen)
-	setDefault(&c.Active, Blue)
-	setDefault(&c.DNSRefresh, Duration(10*time.Second))
-	setDefault(&c.Log.Format, "json")
-	setDefault(&c.Log.Level, "info")
-	setDefault(&c.Log.Access.Sample, 1)
-	setDefault(&c.Proxy.MaxRequestBodyBytes, DefaultMaxRequestBodyBytes)
-	setDefault(&c.Proxy.MaxIdleConnsPerBackend, DefaultMaxIdleConns)
-	t := &c.Proxy.Timeouts
-	setDefault(&t.Connect, Duration(DefaultConnectTimeout))
-	setDefault(&t.ResponseHeader, Duration(DefaultResponseHeader))
-	setDefault(&t.Idle, Duration(DefaultIdleTimeout))
-	setDefault(&c.Switch.DrainTimeout, Duration(DefaultDrainTimeout))
-	setDefault(&c.Switch.MinReady, "100%")
-	m := &c.Traffic.Mirror
-	setDefault(&m.MaxBodyBytes, 1<<20)
-	setDefault(&m.Concurrency, 16)
-	setDefault(&m.Queue, 64)
-	setDefault(&m.Timeout, Duration(10*time.Second))
-	a := &c.Analysis
-	setDefault(&a.Window, Duration(time.Minute))
-	setDefault(&a.MinRequests, 50)
-	setDefault(&a.MaxErrorRatio, 0.05)
-	if a.MaxP99Ratio == nil {
-		two := 2.0
-		a.MaxP99Ratio = &two
-	}
-	setDefault(&a.P99Floor, Duration(10*time.Millisecond))
-	setDefault(&a.MaxStatusDiffRatio, 0.05)
-	setDefault(&a.Observe, Duration(time.Minute))
-	if a.AutoRollback == nil {
-		on := true
-		a.AutoRollback = &on
-	}
-	setDefault(&c.Outlier.ConsecutiveFailures, 5)
-	setDefault(&c.Outlier.BaseEjection, Duration(10*time.Second))
-	setDefault(&c.Outlier.MaxEjectionPercent, 50)
+// Warmup kinds.
+const (
+	WarmupHTTP       = "http"
+	WarmupKServeGRPC = "kserve-grpc"
+)
 
-	c.Health.applyDefaults(nil)
-	c.Warmup.applyDefaults(nil)
-	for _, color := range []Color{Blue, Green} {
-		p := c.Pools.Get(color)
-		setDefault(&p.Balance, BalanceLeastInflight)
-		setDefault(&p.MaxQueue, 64)
-		setDefault(&p.QueueTimeout, Duration(5*time.Second))
-		h := Health{}
-		if p.Health != nil {
-			h = *p.Health
-		}
-		h.applyDefaults(&c.Health)
-		p.Health = &h
-		w := Warmup{}
-		if p.Warmup != nil {
-			w = *p.Warmup
-		}
-		w.applyDefaults(&c.Warmup)
-		p.Warmup = &w
-	}
-}
-
-// applyDefaults fills unset fields from parent, or from the built-in
-// defaults when parent is nil.
-func (h *Health) applyDefaults(parent *Health) {
-	if parent != nil {
-		setDefault(&h.Kind, parent.Kind)
-		if h.Kind == parent.Kind {
-			setDefault(&h.Path, parent.Path)
-			setDefault(&h.Model, parent.Model)
-		}
-		// A kind of its own brings that kind's default path.
-		setDefault(&h.Path, DefaultProbePath(h.Kind))
-		setDefault(&h.MetricsPath, parent.MetricsPath)
-		ownInterval := h.Interval != 0 && h.Interval != parent.Interval
-		setDefault(&h.Interval, parent.Interval)
-		setDefault(&h.Timeout, min(parent.Timeout, h.Interval))
-		// The default jitter is a share of this pool's interval, not the
-		// parent's absolute value.
-		if ownInterval {
-			setDefault(&h.Jitter, h.Interval/10)
-		}
-		setDefault(&h.Jitter, parent.Jitter)
-		setDefault(&h.HealthyThreshold, parent.HealthyThreshold)
-		setDefault(&h.UnhealthyThreshold, parent.UnhealthyThreshold)
-		return
-	}
-	setDefault(&h.Kind, ProbeJSON)
-	setDefault(&h.Path, DefaultProbePath(h.Kind))
-	setDefault(&h.Interval, Duration(DefaultProbeInterval))
-	setDefault(&h.Timeout, Duration(DefaultProbeTimeout))
-	setDefault(&h.Jitter, h.Interval/10)
-	setDefault(&h.HealthyThreshold, 2)
-	setDefault(&h.UnhealthyThreshold, 3)
-}
-
-// DefaultProbePath is the path each probe kind uses when none is set.
-func DefaultProbePath(kind string) string {
-	switch kind {
-	case ProbeKServe, ProbeTriton:
-		return "/v2/health/ready"
-	case ProbeTorchServe:
-		return "/ping"
-	default:
-		return "/health"
-	}
-}
-
-func (w *Warmup) applyDefaults(parent *Warmup) {
-	if parent != nil {
-		if w.Enabled == nil {
-			w.Enabled = parent.Enabled
-		}
-		setDefault(&w.Method, parent.Method)
-		setDefault(&w.Path, parent.Path)
-		if w.Headers == nil {
-			w.Headers = parent.Headers
-		}
-		if w.Body == "" && w.BodyFile == "" {
-			w.Body, w.BodyFile = parent.Body, parent.BodyFile
-		}
-		setDefault(&w.Requests, parent.Requests)
-		setDefault(&w.ExpectStatus, parent.ExpectStatus)
-		setDefault(&w.ExpectJSONField, parent.ExpectJSONField)
-		setDefault(&w.ExpectJSONValue, parent.ExpectJSONValue)
-		setDefault(&w.ExpectBody, parent.ExpectBody)
-		setDefault(&w.LatencyTarget, parent.LatencyTarget)
-		setDefault(&w.MaxRequests, parent.MaxRequests)
-		setDefault(&w.Timeout, parent.Timeout)
-		setDefault(&w.KeepWarmInterval, parent.KeepWarmInterval)
-		return
-	}
-	setDefault(&w.Method, http.MethodPost)
-	setDefault(&w.Requests, DefaultWarmupRequests)
-	setDefault(&w.ExpectStatus, http.StatusOK)
-	setDefault(&w.MaxRequests, DefaultWarmupMaxRequests)
-	setDefault(&w.Timeout, Duration(DefaultWarmupTimeout))
-	setDefault(&w.KeepWarmInterval, Duration(DefaultKeepWarmInterval))
-}
-
-// On reports whether warmup runs: explicitly enabled, or a path is set and
-// it was not explicitly disabled.
+// On reports whether warmup runs: a path (for kserve-grpc, a model) is
+// set and Enabled is not false.
 func (w *Warmup) On() bool {
+	target := w.Path
+	if w.Kind == WarmupKServeGRPC {
+		target = w.Model
+	}
 	if w.Enabled != nil {
-		return *w.Enabled && w.Path != ""
+		return *w.Enabled && target != ""
 	}
-	return w.Path != ""
-}
-
-func setDefault[T comparable](field *T, def T) {
-	var zero T
-	if *field == zero {
-		*field = def
-	}
+	return target != ""
 }
 
 // problems collects validation errors with the line of their path.
@@ -225,8 +83,8 @@ func (p *problems) add(path, format string, args ...any) {
 
 func (c *Config) validate(lines map[string]int) Errors {
 	p := &problems{lines: lines}
-	checkListen(p, "listen", c.Listen)
-	checkListen(p, "admin.listen", c.Admin.Listen)
+	listenOK := checkListen(p, "listen", c.Listen)
+	adminOK := checkListen(p, "admin.listen", c.Admin.Listen)
 	if c.Listen == c.Admin.Listen {
 		p.add("admin.listen", "%q is also the traffic listener; the admin API needs its own port", c.Admin.Listen)
 	}
@@ -243,26 +101,21 @@ func (c *Config) validate(lines map[string]int) Errors {
 	default:
 		p.add("log.level", "%q is not a log level (want debug, info, warn or error)", c.Log.Level)
 	}
-	if a := c.Log.Access.Sample; a <= 0 || a > 1 {
-		p.add("log.access.sample", "%v is not a share in (0, 1] (want e.g. 0.01 for 1%%)", a)
+	if a := c.Log.Access.Sample; !(a > 0 && a <= 1) {
+		p.add("log.access.sample", "%v is not a share in (0, 1] (want e.g. 0.01 for 1%%; to log nothing, set enabled: false)", a)
 	}
-	if c.Proxy.MaxRequestBodyBytes < 0 {
-		p.add("proxy.max_request_body_bytes", "must be positive, got %d", c.Proxy.MaxRequestBodyBytes)
-	}
-	if c.Proxy.MaxIdleConnsPerBackend < 0 {
-		p.add("proxy.max_idle_conns_per_backend", "must be positive, got %d", c.Proxy.MaxIdleConnsPerBackend)
-	}
-	if t := c.Proxy.Timeouts; t.Total > 0 && t.Total < t.ResponseHeader {
-		p.add("proxy.timeouts.total", "%s is shorter than response_header %s; raise it or set 0 for no limit", t.Total.D(), t.ResponseHeader.D())
-	}
+	c.validateProxy(p)
 	if o := c.Outlier; o.ConsecutiveFailures < -1 || o.ConsecutiveFailures == 0 {
 		p.add("outlier.consecutive_failures", "must be at least 1, or -1 to disable, got %d", o.ConsecutiveFailures)
 	}
+	checkPositive(p, "outlier.base_ejection", c.Outlier.BaseEjection, "; to stop ejecting, set consecutive_failures: -1")
 	if o := c.Outlier; o.MaxEjectionPercent < 0 || o.MaxEjectionPercent > 100 {
 		p.add("outlier.max_ejection_percent", "must be within 0-100, got %d", o.MaxEjectionPercent)
 	}
 	c.validateTraffic(p)
+	c.validateTLS(p)
 	c.validateAnalysis(p)
+	c.validateFleet(p)
 	if _, err := ParseMinReady(c.Switch.MinReady, 1); err != nil {
 		p.add("switch.min_ready", "%v", err)
 	}
@@ -289,6 +142,14 @@ func (c *Config) validate(lines map[string]int) Errors {
 				p.add(bp, "%q %s", b, msg)
 				continue
 			}
+			if listenOK && reachesListener(b, c.Listen, localIPs) {
+				p.add(bp, "%q is the gateway's own listen address (listen: %q); a backend must be a model server, or every request would loop back into the gateway", b, c.Listen)
+				continue
+			}
+			if adminOK && reachesListener(b, c.Admin.Listen, localIPs) {
+				p.add(bp, "%q is the gateway's own admin address (admin.listen: %q); a backend must be a model server, not the gateway's admin API", b, c.Admin.Listen)
+				continue
+			}
 			if prev, dup := seen[b]; dup {
 				p.add(bp, "%q is already listed at %s; a backend belongs to one pool once", b, prev)
 				continue
@@ -306,22 +167,62 @@ func (c *Config) validate(lines map[string]int) Errors {
 		if pool.MaxConcurrency < 0 {
 			p.add(path+".max_concurrency", "must be 0 (no cap) or positive, got %d", pool.MaxConcurrency)
 		}
-		pool.Health.validate(p, path+".health")
-		pool.Warmup.validate(p, path+".warmup")
+		checkPositive(p, path+".queue_timeout", pool.QueueTimeout, "; for no queue, set max_queue: 0")
+		// A pool section equal to the top-level one has its problems
+		// reported once, at the top level.
+		if *pool.Health != c.Health {
+			pool.Health.validate(p, path+".health")
+		}
+		if !reflect.DeepEqual(pool.Warmup, &c.Warmup) {
+			pool.Warmup.validate(p, path+".warmup")
+		}
 	}
 	return p.errs
 }
 
+func (c *Config) validateProxy(p *problems) {
+	if n := c.Proxy.MaxRequestBodyBytes; n < 1 {
+		p.add("proxy.max_request_body_bytes", "must be at least 1, got %d", n)
+	}
+	if n := c.Proxy.MaxIdleConnsPerBackend; n < 1 {
+		p.add("proxy.max_idle_conns_per_backend", "must be at least 1, got %d; to stop reusing connections, set proxy.timeouts.idle: 0s", n)
+	}
+	t := c.Proxy.Timeouts
+	checkPositive(p, "proxy.timeouts.connect", t.Connect, "")
+	checkPositive(p, "proxy.timeouts.response_header", t.ResponseHeader, "; it is how long inference may take")
+	if t.Total > 0 && t.Total < t.ResponseHeader {
+		p.add("proxy.timeouts.total", "%s is shorter than response_header %s; raise it or set 0 for no limit", t.Total.D(), t.ResponseHeader.D())
+	}
+	if n := c.Proxy.Client.MaxHeaderBytes; n < 1 {
+		p.add("proxy.client.max_header_bytes", "must be at least 1, got %d (want e.g. 8192)", n)
+	}
+}
+
+// checkPositive reports a duration field that must be positive and is 0:
+// its default was overridden by an explicit 0 that means nothing for it.
+// Negative durations never get here: the decoder refuses them.
+func checkPositive(p *problems, path string, d Duration, hint string) {
+	if d <= 0 {
+		p.add(path, "must be a positive duration such as 2s, got %s%s", d.D(), hint)
+	}
+}
+
 func (h *Health) validate(p *problems, path string) {
 	switch h.Kind {
-	case ProbeHTTP, ProbeJSON, ProbeKServe, ProbeTriton, ProbeTorchServe, ProbeVLLM:
+	case ProbeHTTP, ProbeJSON, ProbeKServe, ProbeTriton, ProbeTorchServe, ProbeVLLM, ProbeGRPC, ProbeKServeGRPC:
 	default:
-		p.add(path+".kind", "%q is not a probe kind (want http, json, kserve, triton, torchserve or vllm)", h.Kind)
+		p.add(path+".kind", "%q is not a probe kind (want http, json, kserve, triton, torchserve, vllm, grpc or kserve-grpc)", h.Kind)
+	}
+	if h.Path == "" && DefaultProbePath(h.Kind) != "" {
+		p.add(path+".path", "is empty; set the path to probe (the %s default is %s) or leave the key out", h.Kind, DefaultProbePath(h.Kind))
 	}
 	checkPath(p, path+".path", h.Path)
 	checkPath(p, path+".metrics_path", h.MetricsPath)
-	if h.Interval <= 0 {
-		p.add(path+".interval", "must be positive")
+	checkPositive(p, path+".interval", h.Interval, "")
+	if h.Interval > 0 {
+		// A 0 interval also caps an unwritten timeout at 0: report only
+		// the interval.
+		checkPositive(p, path+".timeout", h.Timeout, "")
 	}
 	if h.Timeout > h.Interval {
 		p.add(path+".timeout", "%s is longer than interval %s; probes would overlap", h.Timeout.D(), h.Interval.D())
@@ -338,8 +239,16 @@ func (h *Health) validate(p *problems, path string) {
 }
 
 func (w *Warmup) validate(p *problems, path string) {
+	switch w.Kind {
+	case WarmupHTTP, WarmupKServeGRPC:
+	default:
+		p.add(path+".kind", "%q is not a warmup kind (want http or kserve-grpc)", w.Kind)
+	}
 	if !w.On() {
 		return
+	}
+	if w.Kind == WarmupKServeGRPC && w.Body == "" && w.BodyFile == "" {
+		p.add(path+".body", "kserve-grpc warmup needs the inference request as KServe v2 JSON, e.g. '{\"inputs\": [{\"name\": \"input\", \"datatype\": \"FP32\", \"shape\": [1, 4], \"data\": [0, 0, 0, 0]}]}'")
 	}
 	checkPath(p, path+".path", w.Path)
 	if w.Method == "" || strings.ToUpper(w.Method) != w.Method || strings.ContainsAny(w.Method, " \t/") {
@@ -355,8 +264,9 @@ func (w *Warmup) validate(p *problems, path string) {
 		p.add(path+".max_requests", "%d is below requests %d", w.MaxRequests, w.Requests)
 	}
 	if w.ExpectStatus < 100 || w.ExpectStatus > 599 {
-		p.add(path+".expect_status", "%d is not an HTTP status", w.ExpectStatus)
+		p.add(path+".expect_status", "%d is not an HTTP status (want 100-599)", w.ExpectStatus)
 	}
+	checkPositive(p, path+".timeout", w.Timeout, "; a hung warmup request would keep the backend cold for good")
 	if w.ExpectJSONValue != "" && w.ExpectJSONField == "" {
 		p.add(path+".expect_json_value", "set expect_json_field too")
 	}
@@ -365,9 +275,9 @@ func (w *Warmup) validate(p *problems, path string) {
 			p.add(path+".expect_body", "not a regular expression: %v", err)
 		}
 	}
-	for k := range w.Headers {
-		if k == "" || strings.ContainsAny(k, " :\r\n") {
-			p.add(path+".headers", "%q is not a header name", k)
+	for _, k := range slices.Sorted(maps.Keys(w.Headers)) {
+		if !ValidHeaderName(k) {
+			p.add(path+".headers", "%q is not a header name (want letters, digits and !#$%%&'*+-.^_`|~ only, e.g. X-Api-Key)", k)
 		}
 	}
 }
@@ -378,10 +288,14 @@ func checkPath(p *problems, path, v string) {
 	}
 }
 
-func checkListen(p *problems, path, addr string) {
+// checkListen reports whether addr is a usable listen address, adding a
+// problem when it is not.
+func checkListen(p *problems, path, addr string) bool {
 	if msg := checkHostPort(addr); msg != "" {
 		p.add(path, "%q %s", addr, msg)
+		return false
 	}
+	return true
 }
 
 // checkHostPort returns "" when addr is a usable host:port, else what is wrong.
@@ -439,11 +353,11 @@ func (c *Config) validateTraffic(p *problems) {
 			p.add(path, "%s is the active color and takes the rest; set the standby color's share instead (traffic.%s)", col, col.Other())
 		}
 	}
-	if h := t.StickyHeader; h != "" && strings.ContainsAny(h, " :\r\n") {
-		p.add("traffic.sticky_header", "%q is not a header name", h)
+	if h := t.StickyHeader; h != "" && !ValidHeaderName(h) {
+		p.add("traffic.sticky_header", "%q is not a header name (want letters, digits and !#$%%&'*+-.^_`|~ only, e.g. X-User-ID)", h)
 	}
 	m := t.Mirror
-	if m.Percent < 0 || m.Percent > 100 {
+	if !(m.Percent >= 0 && m.Percent <= 100) {
 		p.add("traffic.mirror.percent", "%v is not a percent (want 0-100)", m.Percent)
 	}
 	if m.Percent > 0 {
@@ -457,20 +371,42 @@ func (c *Config) validateTraffic(p *problems) {
 	if m.Concurrency < 1 || m.Queue < 0 || m.MaxBodyBytes < 0 {
 		p.add("traffic.mirror", "concurrency must be at least 1, queue and max_body_bytes at least 0")
 	}
+	checkPositive(p, "traffic.mirror.timeout", m.Timeout, "")
+}
+
+// ValidHeaderName reports whether s is an HTTP field name: a token of
+// RFC 9110 section 5.6.2 (letters, digits and !#$%&'*+-.^_`|~), so no
+// space, colon or control character. The admin API checks
+// traffic.sticky_header set at run time with it too.
+func ValidHeaderName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 func (c *Config) validateAnalysis(p *problems) {
 	a := &c.Analysis
+	checkPositive(p, "analysis.window", a.Window, "")
 	if a.Window.D() > 10*time.Minute {
 		p.add("analysis.window", "%s is longer than the 10m of history kept", a.Window.D())
 	}
-	if a.MaxErrorRatio < 0 || a.MaxErrorRatio > 1 {
+	if !(a.MaxErrorRatio >= 0 && a.MaxErrorRatio <= 1) {
 		p.add("analysis.max_error_ratio", "%v is not a ratio in [0, 1]", a.MaxErrorRatio)
 	}
-	if a.MaxStatusDiffRatio < 0 || a.MaxStatusDiffRatio > 1 {
+	if !(a.MaxStatusDiffRatio >= 0 && a.MaxStatusDiffRatio <= 1) {
 		p.add("analysis.max_status_diff_ratio", "%v is not a ratio in [0, 1]", a.MaxStatusDiffRatio)
 	}
-	if *a.MaxP99Ratio < 0 {
+	if r := *a.MaxP99Ratio; !(r >= 0) || math.IsInf(r, 1) {
 		p.add("analysis.max_p99_ratio", "must be 0 (off) or positive, got %v", *a.MaxP99Ratio)
 	}
 	if a.MinRequests < 1 {

@@ -32,7 +32,7 @@ type modelServer struct {
 // modelEnvKnobs are the model server's settings; none may leak in from the
 // environment the tests run in.
 var modelEnvKnobs = []string{"BIND", "MODEL_VERSION", "MODEL_COLOR", "MODEL_NAME", "THREADS", "LOG_LEVEL",
-	"LOAD_DELAY_SECONDS", "WARMUP_SLOW_REQUESTS", "WARMUP_SLOW_SECONDS", "FAIL_RATIO",
+	"LOAD_DELAY_SECONDS", "WARMUP_SLOW_REQUESTS", "WARMUP_SLOW_SECONDS", "FAIL_RATIO", "GRPC_BIND", "GRPC_THREADS",
 	"PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV"}
 
 // startModel starts a model server for color on addr. knobs are extra

@@ -7,14 +7,15 @@ package gateway
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
-	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -22,6 +23,7 @@ import (
 	"github.com/switchyard/switchyard/admin"
 	"github.com/switchyard/switchyard/analysis"
 	"github.com/switchyard/switchyard/config"
+	"github.com/switchyard/switchyard/console"
 	"github.com/switchyard/switchyard/health"
 	"github.com/switchyard/switchyard/proxy"
 	"github.com/switchyard/switchyard/state"
@@ -54,154 +56,274 @@ type Options struct {
 
 // Run serves until ctx is cancelled, then stops accepting, lets in-flight
 // requests finish up to ShutdownTimeout, and returns nil.
+//
+// It reads top to bottom: assemble the parts in dependency order, bind
+// the listeners, start the background loops, serve, shut down.
 func Run(ctx context.Context, opts Options) error {
-	cfg, log := opts.Config, opts.Log
 	if opts.ShutdownTimeout == 0 {
 		opts.ShutdownTimeout = 30 * time.Second
 	}
-	token, err := readToken(cfg.Admin.TokenFile)
+	g, err := assemble(opts)
 	if err != nil {
 		return err
 	}
-	specs, err := compileWarmups(cfg)
+	defer g.close()
+
+	// The certificate is re-read whenever its files change.
+	if g.trafficTLS, err = proxy.NewListenerTLS(opts.Config.TLS, g.log.Named("tls")); err != nil {
+		return err
+	}
+	trafficLn, adminLn, err := listen(opts.Config)
 	if err != nil {
 		return err
 	}
-	fileActive := cfg.Active
-	store, err := startState(cfg, opts.ConfigPath, opts.ConfigData, log.Named("config"))
-	if err != nil {
-		return err
-	}
+	g.admin.SetListenAddr(adminLn.Addr())
 
-	promReg := prometheus.NewRegistry()
-	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	registerBuildInfo(promReg, opts.Version)
-
-	warmer := warmup.New(log.Named("warmup"))
-	defer warmer.Close()
-	// The checker and the router need each other: the checker asks which
-	// color is live, the router asks why a backend is not ready.
-	var router *proxy.Router
-	checker := health.New(log.Named("health"), warmer, func() config.Color { return router.Snapshot().Active })
-	defer checker.Close()
-	promReg.MustRegister(health.NewCollector(checker))
-
-	reg := proxy.NewRegistry(proxy.RegistryOptions{MaxIdleConns: cfg.Proxy.MaxIdleConnsPerBackend})
-	defer reg.CloseIdle()
-	router = proxy.NewRouter(cfg, proxy.Options{Registry: reg, Metrics: proxy.NewMetrics(promReg), Log: log.Named("switch"),
-		Explain: checker.Explain, DNSRefresh: cfg.DNSRefresh.D()})
-	defer router.Close()
-	registerRouterMetrics(promReg, router)
-
-	// Keep the checker's targets equal to the pools, with each pool's
-	// settings, on every reload or DNS change.
-	var specsMu sync.Mutex
-	syncTargets := func(c *config.Config, snap *proxy.Snapshot) {
-		specsMu.Lock()
-		defer specsMu.Unlock()
-		checker.Sync(targets(c, snap, specs))
-	}
-	syncTargets(cfg, router.Snapshot())
-	router.OnChange(syncTargets)
-	mirror := proxy.NewMirror(router, cfg.Traffic.Mirror, promReg, log.Named("mirror"))
-	defer mirror.Close()
-	analyzer := analysis.New(router, log.Named("switch"))
-
-	adminOpts := admin.Options{Gatherer: promReg, Inspect: checker, Warmer: checker, Analyzer: analyzer}
-	var rl *reloader
-	if opts.ConfigPath != "" {
-		rl = newReloader(opts.ConfigPath, opts.ConfigData, cfg, fileActive, router, log.Named("config"), promReg)
-	}
-	if store != nil {
-		router.OnSwitch(func(rec proxy.SwitchRecord) {
-			r := state.Record{Active: rec.To, Version: rec.Version, Trigger: rec.Trigger, At: rec.At, Generation: rec.Generation}
-			if rl != nil {
-				r.ConfigSHA256 = rl.AppliedSHA256()
-			}
-			if err := store.Save(r); err != nil {
-				log.Error("persisting the switch failed; it will not survive a restart", zap.Error(err))
-			}
-		})
-	}
-	if rl != nil {
-		rl.prepare = func(c *config.Config) error {
-			s, err := compileWarmups(c)
-			if err != nil {
-				return err
-			}
-			specsMu.Lock()
-			specs = s
-			specsMu.Unlock()
-			return nil
-		}
-		router.OnSwitch(rl.noteSwitch)
-		adminOpts.Reloader = rl
-	}
-	adm := admin.New(router, log.Named("admin"), adminOpts)
-	adm.SetToken(token)
-	if rl != nil {
-		rl.onApply = func(c *config.Config, sum string) {
-			if tok, err := readToken(c.Admin.TokenFile); err == nil {
-				adm.SetToken(tok)
-			} else {
-				log.Error("admin token not reloaded; the old one stays", zap.Error(err))
-			}
-			// The recorded switch stands against this file: the gateway saw
-			// it and it did not change active.
-			if store != nil {
-				if rec, err := store.Load(); err == nil && rec.ConfigSHA256 != sum {
-					rec.ConfigSHA256 = sum
-					if err := store.Save(rec); err != nil {
-						log.Error("updating the state file failed", zap.Error(err))
-					}
-				}
-			}
-		}
-	}
-
-	trafficLn, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("gateway: listen %s: %w (is another process using it? change listen)", cfg.Listen, err)
-	}
-	adminLn, err := net.Listen("tcp", cfg.Admin.Listen)
-	if err != nil {
-		_ = trafficLn.Close()
-		return fmt.Errorf("gateway: admin listen %s: %w (change admin.listen)", cfg.Admin.Listen, err)
-	}
-	handler := proxy.NewHandler(router, log.Named("proxy"))
-	handler.SetMirror(mirror)
-	traffic := proxy.NewServer(handler, cfg.Proxy.MaxRequestBodyBytes)
-	adminSrv := &http.Server{Handler: adm, ReadHeaderTimeout: 10 * time.Second}
-
-	var bg sync.WaitGroup
 	bgCtx, stopBg := context.WithCancel(context.Background())
+	var bg sync.WaitGroup
 	defer func() {
 		stopBg()
 		bg.Wait()
 	}()
+	g.startBackground(bgCtx, &bg, opts)
+
+	return g.serve(ctx, trafficLn, adminLn, opts)
+}
+
+// instance is one running gateway's parts. Each is built once, in
+// dependency order, by assemble; a config reload flows through them as
+// one pipeline (see reloader.apply): decode and validate, prepare (compile
+// what the new config needs; it may still be refused), publish (the new
+// routing snapshot), notify (health targets, admin token, state file),
+// then the gated switch if `active` changed.
+type instance struct {
+	log      *zap.Logger
+	prom     *prometheus.Registry
+	warmer   *warmup.Warmer
+	reg      *proxy.Registry
+	router   *proxy.Router
+	checker  *health.Checker
+	mirror   *proxy.Mirror
+	analyzer *analysis.Controller
+	admin    *admin.Server
+	store    *state.Store // nil without state_dir
+	reloader *reloader    // nil without a config file (the demo)
+	// trafficTLS serves the traffic listener over TLS; nil in cleartext,
+	// where HTTP/2 arrives as h2c.
+	trafficTLS *tls.Config
+
+	// specs are the pools' compiled warmups, replaced as a whole by a
+	// reload before its snapshot is published.
+	specs atomic.Pointer[[2]*warmup.Spec]
+}
+
+// assemble builds every part from opts.Config. The router comes before
+// the health checker, which follows its active color; the checker then
+// explains the router's switch refusals.
+func assemble(opts Options) (_ *instance, err error) {
+	cfg, log := opts.Config, opts.Log
+	specs, err := compileWarmups(cfg)
+	if err != nil {
+		return nil, err
+	}
+	fileActive := cfg.Active
+	store, err := startState(cfg, opts.ConfigPath, opts.ConfigData, log.Named("config"))
+	if err != nil {
+		return nil, err
+	}
+
+	g := &instance{log: log, prom: prometheus.NewRegistry(), store: store}
+	g.specs.Store(&specs)
+	defer func() {
+		if err != nil {
+			g.close()
+		}
+	}()
+	g.prom.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	registerBuildInfo(g.prom, opts.Version)
+
+	g.warmer = warmup.New(log.Named("warmup"))
+	g.reg = proxy.NewRegistry(proxy.RegistryOptions{MaxIdleConns: cfg.Proxy.MaxIdleConnsPerBackend})
+	g.router = proxy.NewRouter(cfg, proxy.Options{Registry: g.reg, Metrics: proxy.NewMetrics(g.prom), Log: log.Named("switch"),
+		DNSRefresh: cfg.DNSRefresh.D()})
+	registerRouterMetrics(g.prom, g.router)
+	g.checker = health.New(log.Named("health"), g.warmer, g.router.ActiveColor)
+	g.router.SetExplainer(g.checker.Explain)
+	g.prom.MustRegister(health.NewCollector(g.checker))
+	g.syncTargets(cfg, g.router.Snapshot())
+	g.router.OnChange(g.syncTargets)
+
+	g.mirror = proxy.NewMirror(g.router, cfg.Traffic.Mirror, g.prom, log.Named("mirror"))
+	g.analyzer = analysis.New(g.router, log.Named("switch"))
+	if opts.ConfigPath != "" {
+		g.reloader = newReloader(opts.ConfigPath, opts.ConfigData, cfg, fileActive, g.router, g, log.Named("config"), g.prom)
+	}
+	if store != nil {
+		g.prom.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "switchyard_state_write_failures_total",
+			Help: "Failed writes of the state file: switches in force that would not survive a restart.",
+		}, func() float64 { return float64(store.Status().WriteFailures) }))
+	}
+	g.router.OnSwitch(g.recordSwitch)
+
+	adminOpts := admin.Options{Gatherer: g.prom, Inspect: g.checker, Warmer: g.checker, Analyzer: g.analyzer}
+	if store != nil {
+		adminOpts.State = store
+	}
+	if g.reloader != nil {
+		adminOpts.Reloader = g.reloader
+	}
+	g.admin = admin.New(g.router, log.Named("admin"), adminOpts)
+	console.Mount(g.admin, g.router)
+	if err := g.admin.SetTokenFile(cfg.Admin.TokenFile); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// close stops the parts in the reverse order of assembly.
+func (g *instance) close() {
+	if g.mirror != nil {
+		g.mirror.Close()
+	}
+	if g.router != nil {
+		g.router.Close()
+	}
+	if g.reg != nil {
+		g.reg.CloseIdle()
+	}
+	if g.checker != nil {
+		g.checker.Close()
+	}
+	if g.warmer != nil {
+		g.warmer.Close()
+	}
+}
+
+// prepare is a reload's first step after validation: it compiles what the
+// new config needs and refuses it, changing nothing, when that fails. A
+// reload may point admin.token_file at another file but never drop it,
+// nor name one without a token.
+func (g *instance) prepare(cfg *config.Config) (*[2]*warmup.Spec, error) {
+	specs, err := compileWarmups(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := g.admin.CheckTokenFile(cfg.Admin.TokenFile); err != nil {
+		return nil, err
+	}
+	return &specs, nil
+}
+
+// publish makes a prepared config the one in force: the routing snapshot
+// (whose change notifies the health checker through syncTargets), then
+// the admin token, then the state file's record of the config it stands
+// against.
+func (g *instance) publish(cfg *config.Config, specs *[2]*warmup.Spec, sum string) {
+	g.specs.Store(specs)
+	g.router.Apply(cfg)
+	if cfg.Admin.TokenFile != g.admin.TokenFile() {
+		// An error means the file broke since prepare read it: admin logs
+		// it and refuses every /admin/ call until the file holds a token.
+		_ = g.admin.SetTokenFile(cfg.Admin.TokenFile)
+	}
+	// The recorded switch stands against this file: the gateway saw it and
+	// it did not change active.
+	if g.store != nil {
+		if rec, err := g.store.Load(); err == nil && rec.ConfigSHA256 != sum {
+			rec.ConfigSHA256 = sum
+			if err := g.store.Save(rec); err != nil {
+				g.log.Error("updating the state file failed", zap.Error(err))
+			}
+		}
+	}
+}
+
+// syncTargets keeps the checker's targets equal to the pools, with each
+// pool's settings, on every reload or DNS change. The router calls it
+// under its writer lock, so calls never overlap.
+func (g *instance) syncTargets(cfg *config.Config, snap *proxy.Snapshot) {
+	g.checker.Sync(targets(cfg, snap, *g.specs.Load()))
+}
+
+// recordSwitch runs after every switch, under the router's lock: the
+// state file records it, and a file switch still waiting from before an
+// operator's switch is dropped.
+func (g *instance) recordSwitch(rec proxy.SwitchRecord) {
+	if g.store != nil {
+		r := state.Record{Active: rec.To, Version: rec.Version, Trigger: rec.Trigger, At: rec.At, Generation: rec.Generation}
+		if g.reloader != nil {
+			r.ConfigSHA256 = g.reloader.AppliedSHA256()
+		}
+		if err := g.store.Save(r); err != nil {
+			g.log.Error("persisting the switch failed; it will not survive a restart", zap.Error(err))
+		}
+	}
+	if g.reloader != nil {
+		g.reloader.noteSwitch(rec)
+	}
+}
+
+// listen binds both listeners, or neither.
+func listen(cfg *config.Config) (traffic, adminLn net.Listener, err error) {
+	traffic, err = net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, nil, fmt.Errorf("gateway: listen %s: %w (is another process using it? change listen)", cfg.Listen, err)
+	}
+	adminLn, err = net.Listen("tcp", cfg.Admin.Listen)
+	if err != nil {
+		_ = traffic.Close()
+		return nil, nil, fmt.Errorf("gateway: admin listen %s: %w (change admin.listen)", cfg.Admin.Listen, err)
+	}
+	return traffic, adminLn, nil
+}
+
+// startBackground starts the loops that run beside the listeners: the
+// release analysis, the idle-connection reaper and, with a config file,
+// its watch. Each stops when ctx ends; bg waits for them.
+func (g *instance) startBackground(ctx context.Context, bg *sync.WaitGroup, opts Options) {
 	bg.Add(1)
 	go func() {
 		defer bg.Done()
-		analyzer.Run(bgCtx)
+		g.analyzer.Run(ctx)
 	}()
-	if rl != nil {
-		w, err := watch.New(opts.ConfigPath, opts.ConfigData, 0, log.Named("config"))
-		if err != nil {
-			log.Warn("config file watch unavailable; use POST /admin/reload", zap.Error(err))
-		} else {
-			bg.Add(1)
-			go func() {
-				defer bg.Done()
-				rl.run(bgCtx, w)
-			}()
-		}
+	bg.Add(1)
+	go func() {
+		defer bg.Done()
+		// Idle upstream connections are closed once stale, not only when
+		// the next request would have picked them.
+		g.reg.ReapIdle(ctx, func() time.Duration { return g.router.Config().Proxy.Timeouts.Idle.D() })
+	}()
+	if g.reloader == nil {
+		return
 	}
+	w, err := watch.New(opts.ConfigPath, opts.ConfigData, 0, g.log.Named("config"))
+	if err != nil {
+		g.log.Warn("config file watch unavailable; use POST /admin/reload", zap.Error(err))
+		return
+	}
+	bg.Add(1)
+	go func() {
+		defer bg.Done()
+		g.reloader.run(ctx, w)
+	}()
+}
+
+// serve runs both listeners until ctx ends or one fails, then shuts down:
+// no new connections, in-flight requests finish up to ShutdownTimeout.
+func (g *instance) serve(ctx context.Context, trafficLn, adminLn net.Listener, opts Options) error {
+	log := g.log
+	handler := proxy.NewHandler(g.router, log.Named("proxy"))
+	handler.SetMirror(g.mirror)
+	traffic := proxy.NewTrafficServer(handler, proxy.NewServer(handler, opts.Config.Proxy.MaxRequestBodyBytes), g.trafficTLS)
+	adminSrv := admin.NewHTTPServer(g.admin, admin.Limits{}, log.Named("admin"))
 
 	errc := make(chan error, 2)
 	go func() { errc <- traffic.Serve(trafficLn) }()
 	go func() { errc <- adminSrv.Serve(adminLn) }()
+	snap := g.router.Snapshot()
 	log.Info("gateway started", zap.String("listen", trafficLn.Addr().String()), zap.String("admin", adminLn.Addr().String()),
-		zap.String("env", string(router.Snapshot().Active)), zap.String("version", router.Snapshot().ActivePool().Version))
+		zap.String("env", string(snap.Active)), zap.String("version", snap.ActivePool().Version))
 	if opts.Started != nil {
 		opts.Started(trafficLn.Addr().String(), adminLn.Addr().String())
 	}
@@ -216,7 +338,7 @@ func Run(ctx context.Context, opts Options) error {
 	}
 
 	log.Info("shutting down: no new connections, finishing in-flight requests", zap.Duration("timeout", opts.ShutdownTimeout))
-	adm.SetShuttingDown()
+	g.admin.SetShuttingDown()
 	sctx, cancel := context.WithTimeout(context.Background(), opts.ShutdownTimeout)
 	defer cancel()
 	if err := traffic.ShutdownWithContext(sctx); err != nil {
@@ -227,7 +349,9 @@ func Run(ctx context.Context, opts Options) error {
 	_ = trafficLn.Close()
 	_ = adminSrv.Shutdown(sctx)
 	for ; pending > 0; pending-- {
-		if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) && serveErr == nil {
+		// A Serve that had not registered its listener when shutdown began
+		// ends on the listener we closed: that is a clean stop too.
+		if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) && serveErr == nil {
 			serveErr = err
 		}
 	}
@@ -244,6 +368,10 @@ func startState(cfg *config.Config, path string, data []byte, log *zap.Logger) (
 	store, err := state.Open(cfg.StateDir)
 	if err != nil {
 		return nil, err
+	}
+	if st := store.Status(); !st.Persisted {
+		log.Warn("state_dir is not writable: switches will not survive a restart until it is", zap.String("state_dir", cfg.StateDir),
+			zap.String("error", st.LastError))
 	}
 	rec, err := store.Load()
 	have := err == nil
@@ -328,21 +456,6 @@ func registerRouterMetrics(reg prometheus.Registerer, r *proxy.Router) {
 		Name: "switchyard_routing_generation",
 		Help: "Generation of the routing state; it grows with every switch, reload or DNS change.",
 	}, func() float64 { return float64(r.Snapshot().Generation) }))
-}
-
-func readToken(path string) (string, error) {
-	if path == "" {
-		return "", nil
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return "", fmt.Errorf("gateway: reading admin.token_file: %w", err)
-	}
-	tok := strings.TrimSpace(string(data))
-	if tok == "" {
-		return "", fmt.Errorf("gateway: admin.token_file %s is empty; put a token in it or unset token_file", path)
-	}
-	return tok, nil
 }
 
 func registerBuildInfo(reg prometheus.Registerer, version string) {

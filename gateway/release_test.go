@@ -1,11 +1,13 @@
-package gateway
+package gateway_test
 
 import (
 	"context"
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,6 +15,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/switchyard/switchyard/analysis"
 	"github.com/switchyard/switchyard/config"
+	"github.com/switchyard/switchyard/gateway"
+	"github.com/switchyard/switchyard/gatewaytest"
 	"github.com/switchyard/switchyard/proxy"
 	"go.uber.org/zap"
 )
@@ -24,7 +28,12 @@ import (
 // takes the only backend of a pool out, and the load sees 503s that have
 // nothing to do with the release under test.
 func releaseConfig(b *backends, analysisSection string) string {
-	c := strings.Replace(b.config(fileConfig{Active: "blue"}), "unhealthy_threshold: 3", "unhealthy_threshold: 10", 1)
+	return releaseConfigWith(b, fileConfig{Active: "blue"}, analysisSection)
+}
+
+// releaseConfigWith is releaseConfig with the given file settings.
+func releaseConfigWith(b *backends, fc fileConfig, analysisSection string) string {
+	c := strings.Replace(b.config(fc), "unhealthy_threshold: 3", "unhealthy_threshold: 10", 1)
 	c += "analysis:\n"
 	for _, line := range strings.Split(strings.TrimSpace(analysisSection), "\n") {
 		c += "  " + strings.TrimSpace(line) + "\n"
@@ -32,48 +41,28 @@ func releaseConfig(b *backends, analysisSection string) string {
 	return c
 }
 
-// put sends a PUT to the admin API.
-func (g *gw) put(t *testing.T, path, body string) (*http.Response, []byte) {
-	t.Helper()
-	req, err := http.NewRequest(http.MethodPut, g.admin+path, strings.NewReader(body))
-	require.NoError(t, err)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := g.client.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	return resp, data
-}
-
-func (l *load) failed() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return append([]string(nil), l.failures...)
-}
-
-// waitRelease is waitStatus that, when it gives up, says what the
+// waitRelease is g.WaitStatus that, when it gives up, says what the
 // analysis saw last.
-func (g *gw) waitRelease(t *testing.T, what string, cond func(statusDoc) bool) statusDoc {
+func waitRelease(t *testing.T, g *gatewaytest.Gateway, what string, cond func(gatewaytest.Status) bool) gatewaytest.Status {
 	t.Helper()
-	var last statusDoc
+	var last gatewaytest.Status
 	ok := assert.Eventually(t, func() bool {
-		st, err := g.getStatus()
+		st, err := g.ReadStatus()
 		if err != nil {
 			return false
 		}
 		last = st
 		return cond(st)
-	}, waitFor, tick, what)
+	}, gatewaytest.WaitFor, gatewaytest.Tick, what)
 	if !ok {
 		a, _ := json.Marshal(last.Analysis)
 		require.FailNow(t, "gave up waiting", "%s; active %s, switches %+v, analysis %s", what, last.Active, last.Switches, a)
 	}
-	return g.status(t)
+	return g.Status(t)
 }
 
 // verdict returns the analysis verdict of a status, or the zero one.
-func verdict(st statusDoc) analysis.Verdict {
+func verdict(st gatewaytest.Status) analysis.Verdict {
 	if st.Analysis == nil {
 		return analysis.Verdict{}
 	}
@@ -82,25 +71,25 @@ func verdict(st statusDoc) analysis.Verdict {
 
 func TestRelease_AutoRollbackWhenTheNewColorStartsFailing(t *testing.T) {
 	b := startBackends(t, 0)
-	path := newConfigFile(t, releaseConfig(b, `
+	path := gatewaytest.NewConfigFile(t, releaseConfig(b, `
 		window: 5s
 		min_requests: 30
 		max_error_ratio: 0.1
 		observe: 20s
 		auto_rollback: true`))
 	g := startGateway(t, path)
-	g.waitReady(t, config.Blue, config.Green)
-	l := g.startLoad(t, 8)
-	require.Eventually(t, func() bool { return l.count(config.Blue) >= 100 }, waitFor, tick, "load never reached blue")
-	g.adminSwitch(t, config.Green)
-	require.Eventually(t, func() bool { return l.count(config.Green) >= 100 }, waitFor, tick, "load never reached green")
-	require.Empty(t, l.failed(), "requests failed before green broke")
-	require.Equal(t, config.Green, g.status(t).Active, "rolled back before green broke")
+	g.WaitReady(t, config.Blue, config.Green)
+	l := g.StartLoad(t, 8)
+	require.Eventually(t, func() bool { return l.Count(config.Blue) >= 100 }, gatewaytest.WaitFor, gatewaytest.Tick, "load never reached blue")
+	g.Switch(t, config.Green)
+	require.Eventually(t, func() bool { return l.Count(config.Green) >= 100 }, gatewaytest.WaitFor, gatewaytest.Tick, "load never reached green")
+	require.Empty(t, l.Failed(), "requests failed before green broke")
+	require.Equal(t, config.Green, g.Status(t).Active, "rolled back before green broke")
 
 	breach := time.Now()
 	b.green.FailEvery(3)
 
-	st := g.waitRelease(t, "the gateway rolls back by itself", func(st statusDoc) bool { return st.Active == config.Blue })
+	st := waitRelease(t, g, "the gateway rolls back by itself", func(st gatewaytest.Status) bool { return st.Active == config.Blue })
 	took := time.Since(breach)
 	l.Stop()
 
@@ -112,44 +101,118 @@ func TestRelease_AutoRollbackWhenTheNewColorStartsFailing(t *testing.T) {
 	assert.Equal(t, config.Blue, rec.To)
 	require.NotNil(t, st.Analysis)
 	assert.Contains(t, st.Analysis.LastAction, "auto-rolled back green -> blue")
-	assert.NotEmpty(t, l.failed(), "green never failed a request")
+	assert.NotEmpty(t, l.Failed(), "green never failed a request")
 	// Green still fails every third request, and gets none of them.
 	before := b.green.Predictions()
 	for i := range 200 {
-		got, err := g.predict()
+		got, err := g.Predict()
 		require.NoError(t, err, "request %d after the rollback", i)
 		require.Equal(t, string(config.Blue), got, "request %d after the rollback", i)
 	}
 	assert.Equal(t, before, b.green.Predictions(), "green got requests after the rollback")
-	n, err := g.metric(`switchyard_switches_total{result="rolled_back",trigger="auto-rollback"}`)
+	n, err := g.Metric(`switchyard_switches_total{result="rolled_back",trigger="auto-rollback"}`)
 	require.NoError(t, err)
 	assert.Equal(t, 1.0, n)
 }
 
+// startFailingModel starts a model server for green whose predictions
+// fail 3 in every 10 (the 2nd, 5th and 8th): 30%, never two in a row, so
+// passive health never ejects it, and its first answer (the warmup's)
+// passes. It returns its address.
+func startFailingModel(t *testing.T) string {
+	t.Helper()
+	var n atomic.Int64
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"status": "ok", "model_loaded": true}`)
+	})
+	mux.HandleFunc("POST /predict", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		switch n.Add(1) % 10 {
+		case 2, 5, 8:
+			w.WriteHeader(http.StatusInternalServerError)
+			_, _ = io.WriteString(w, `{"error": "simulated failure"}`)
+			return
+		}
+		_, _ = io.WriteString(w, `{"outputs": [[1, 2]], "model_version": "v2", "color": "green"}`)
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return srv.Listener.Addr().String()
+}
+
+// docs/analysis.md: a color failing more than max_error_ratio is rolled
+// back at the evaluation breach_for after the first one that saw it with
+// min_requests requests; evaluations run once a second, so that is at
+// most breach_for + 1s after the switch, plus the time min_requests
+// requests take. The bounds allow half a second of timer jitter.
+func TestRelease_AColorFailing30PercentIsRolledBackBreachForAfterItsFirstFailedEvaluation(t *testing.T) {
+	const breachFor = 2 * time.Second
+	b := startBackends(t, 0)
+	path := gatewaytest.NewConfigFile(t, releaseConfigWith(b, fileConfig{Active: "blue", GreenBackend: startFailingModel(t)}, `
+		window: 5s
+		min_requests: 30
+		max_error_ratio: 0.1
+		observe: 30s
+		breach_for: 2s`))
+	g := startGateway(t, path)
+	g.WaitReady(t, config.Blue, config.Green)
+	l := g.StartLoad(t, 8)
+	require.Eventually(t, func() bool { return l.Count(config.Blue) >= 100 }, gatewaytest.WaitFor, gatewaytest.Tick, "load never reached blue")
+	require.Empty(t, l.Failed(), "requests failed before the switch")
+
+	g.Switch(t, config.Green)
+
+	var breach time.Time
+	st := waitRelease(t, g, "the gateway rolls back by itself", func(st gatewaytest.Status) bool {
+		if v := verdict(st); breach.IsZero() && !v.BreachSince.IsZero() {
+			breach = v.BreachSince
+		}
+		return st.Active == config.Blue
+	})
+	l.Stop()
+	require.GreaterOrEqual(t, len(st.Switches), 2)
+	switched, rolledBack := st.Switches[len(st.Switches)-2], st.Switches[len(st.Switches)-1]
+	assert.Equal(t, config.Green, switched.To)
+	assert.Equal(t, proxy.TriggerAutoRollback, rolledBack.Trigger)
+	require.False(t, breach.IsZero(), "the status never showed the breach before the rollback")
+	t.Logf("first failed evaluation %s after the switch, rollback %s after it", breach.Sub(switched.At), rolledBack.At.Sub(breach))
+	jitter := analysis.Interval / 2
+	assert.Less(t, breach.Sub(switched.At), analysis.Interval+jitter, "the first evaluation with min_requests did not see the breach")
+	assert.GreaterOrEqual(t, rolledBack.At.Sub(breach), breachFor-jitter, "rolled back before the breach lasted breach_for")
+	assert.Less(t, rolledBack.At.Sub(breach), breachFor+jitter, "not rolled back at the evaluation breach_for after the first failed one")
+	assert.Less(t, rolledBack.At.Sub(switched.At), breachFor+analysis.Interval+jitter)
+	assert.Contains(t, st.Analysis.LastAction, "auto-rolled back green -> blue")
+	assert.Contains(t, st.Analysis.LastAction, "error ratio")
+	assert.NotEmpty(t, l.Failed(), "green never failed a request")
+}
+
 func TestRelease_CleanCanaryIsPromotedByItself(t *testing.T) {
 	b := startBackends(t, 0)
-	path := newConfigFile(t, releaseConfig(b, `
+	path := gatewaytest.NewConfigFile(t, releaseConfig(b, `
 		window: 3s
 		min_requests: 30
 		max_error_ratio: 0.1
 		observe: 20s
 		auto_promote: true`))
 	g := startGateway(t, path)
-	g.waitReady(t, config.Blue, config.Green)
-	l := g.startLoad(t, 8)
-	require.Eventually(t, func() bool { return l.count(config.Blue) >= 100 }, waitFor, tick, "load never reached blue")
+	g.WaitReady(t, config.Blue, config.Green)
+	l := g.StartLoad(t, 8)
+	require.Eventually(t, func() bool { return l.Count(config.Blue) >= 100 }, gatewaytest.WaitFor, gatewaytest.Tick, "load never reached blue")
 
 	putAt := time.Now()
-	resp, body := g.put(t, "/admin/traffic", `{"green": 10}`)
+	resp, body := g.Put(t, "/admin/traffic", `{"green": 10}`, nil)
 	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
 
-	st := g.waitRelease(t, "the gateway promotes green by itself", func(st statusDoc) bool { return st.Active == config.Green })
+	st := waitRelease(t, g, "the gateway promotes green by itself", func(st gatewaytest.Status) bool { return st.Active == config.Green })
 	rec := lastSwitch(t, st)
 	assert.Equal(t, analysis.TriggerAutoPromote, rec.Trigger)
 	assert.GreaterOrEqual(t, rec.At.Sub(putAt), 3*time.Second, "promoted before a whole window of canary")
 	assert.Equal(t, map[config.Color]float64{config.Green: 100, config.Blue: 0}, st.Traffic.Weights, "the canary outlived the promotion")
 	// Green is observed after the switch, and stays.
-	st = g.waitRelease(t, "green is observed with enough requests", func(st statusDoc) bool {
+	st = waitRelease(t, g, "green is observed with enough requests", func(st gatewaytest.Status) bool {
 		v := verdict(st)
 		return st.Active != config.Green || v.Phase == analysis.PhaseObserve && v.Enough
 	})
@@ -157,15 +220,15 @@ func TestRelease_CleanCanaryIsPromotedByItself(t *testing.T) {
 		a, _ := json.Marshal(st.Analysis)
 		require.FailNow(t, "green was rolled back after a clean promotion", "switches %+v, analysis %s", st.Switches, a)
 	}
-	greenNow := l.count(config.Green)
-	require.Eventually(t, func() bool { return l.count(config.Green) >= greenNow+200 }, waitFor, tick, "load stopped reaching green")
+	greenNow := l.Count(config.Green)
+	require.Eventually(t, func() bool { return l.Count(config.Green) >= greenNow+200 }, gatewaytest.WaitFor, gatewaytest.Tick, "load stopped reaching green")
 	l.Stop()
 
-	assert.Empty(t, l.failed(), "requests failed during the canary and promotion")
-	st = g.status(t)
+	assert.Empty(t, l.Failed(), "requests failed during the canary and promotion")
+	st = g.Status(t)
 	assert.Equal(t, config.Green, st.Active)
 	assert.Equal(t, analysis.TriggerAutoPromote, lastSwitch(t, st).Trigger, "switched again after the promotion")
-	n, err := g.metric(`switchyard_switches_total{result="ok",trigger="auto-promote"}`)
+	n, err := g.Metric(`switchyard_switches_total{result="ok",trigger="auto-promote"}`)
 	require.NoError(t, err)
 	assert.Equal(t, 1.0, n)
 }
@@ -185,23 +248,23 @@ func TestRelease_AdminPromote(t *testing.T) {
 	for _, test := range testCases {
 		t.Run(test.desc, func(t *testing.T) {
 			b := startBackends(t, 0)
-			path := newConfigFile(t, releaseConfig(b, `
+			path := gatewaytest.NewConfigFile(t, releaseConfig(b, `
 				window: 5s
 				min_requests: 30
 				max_error_ratio: 0.1
 				observe: 20s`))
 			g := startGateway(t, path)
-			g.waitReady(t, config.Blue, config.Green)
+			g.WaitReady(t, config.Blue, config.Green)
 			b.green.FailEvery(test.failEvery)
-			l := g.startLoad(t, 8)
-			resp, body := g.put(t, "/admin/traffic", test.canary)
+			l := g.StartLoad(t, 8)
+			resp, body := g.Put(t, "/admin/traffic", test.canary, nil)
 			require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
-			g.waitRelease(t, "a verdict on enough canary requests", func(st statusDoc) bool {
+			waitRelease(t, g, "a verdict on enough canary requests", func(st gatewaytest.Status) bool {
 				v := verdict(st)
 				return v.Phase == analysis.PhaseCanary && v.Enough
 			})
 
-			resp, body = g.post(t, "/admin/promote", "", nil)
+			resp, body = g.Post(t, "/admin/promote", "", nil)
 
 			l.Stop()
 			require.Equal(t, test.wantStatus, resp.StatusCode, "%s", body)
@@ -211,7 +274,7 @@ func TestRelease_AdminPromote(t *testing.T) {
 				Verdict analysis.Verdict   `json:"verdict"`
 			}
 			require.NoError(t, json.Unmarshal(body, &out))
-			st := g.status(t)
+			st := g.Status(t)
 			assert.Equal(t, test.wantActive, st.Active)
 			if test.wantStatus != http.StatusOK {
 				assert.Equal(t, "refused", out.Error)
@@ -221,12 +284,12 @@ func TestRelease_AdminPromote(t *testing.T) {
 				assert.Equal(t, float64(50), st.Traffic.Weights[config.Green], "a refused promotion ended the canary")
 				return
 			}
-			assert.Empty(t, l.failed(), "requests failed during the canary and promotion")
+			assert.Empty(t, l.Failed(), "requests failed during the canary and promotion")
 			assert.True(t, out.Verdict.Pass, "%q", out.Verdict.Reasons)
 			assert.Equal(t, config.Green, out.Switch.To)
 			assert.Equal(t, resp.Header.Get("ETag"), st.ETag)
 			assert.Equal(t, analysis.TriggerPromote, lastSwitch(t, st).Trigger)
-			g.requireTraffic(t, config.Green)
+			g.RequireColor(t, config.Green)
 		})
 	}
 }
@@ -241,7 +304,7 @@ func TestRelease_AdminPromote(t *testing.T) {
 // test stops at the first hang, leaving that Run behind.
 func TestRun_ReturnsWhenCancelledAsItStarts(t *testing.T) {
 	b := startBackends(t, 0)
-	path := newConfigFile(t, b.config(fileConfig{Active: "blue"}))
+	path := gatewaytest.NewConfigFile(t, b.config(fileConfig{Active: "blue"}))
 	for try := range 5 {
 		cfg, data, err := config.Load(path)
 		require.NoError(t, err)
@@ -250,13 +313,13 @@ func TestRun_ReturnsWhenCancelledAsItStarts(t *testing.T) {
 		cancel()
 		done := make(chan error, 1)
 		go func() {
-			done <- Run(ctx, Options{Config: cfg, ConfigPath: path, ConfigData: data, Version: "test",
+			done <- gateway.Run(ctx, gateway.Options{Config: cfg, ConfigPath: path, ConfigData: data, Version: "test",
 				Log: zap.NewNop(), ShutdownTimeout: time.Second})
 		}()
 		select {
 		case err := <-done:
 			assert.NoError(t, err)
-		case <-time.After(waitFor):
+		case <-time.After(gatewaytest.WaitFor):
 			require.FailNow(t, "Run did not return after its context was cancelled", "try %d", try)
 		}
 	}

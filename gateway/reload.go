@@ -6,40 +6,32 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/switchyard/switchyard/admin"
 	"github.com/switchyard/switchyard/config"
 	"github.com/switchyard/switchyard/proxy"
+	"github.com/switchyard/switchyard/warmup"
 	"github.com/switchyard/switchyard/watch"
 	"go.uber.org/zap"
 )
 
-// ConfigStatus is the "config" object of GET /admin/status.
-type ConfigStatus struct {
-	Path          string     `json:"path"`
-	Generation    int        `json:"generation"`
-	LoadedAt      time.Time  `json:"loaded_at"`
-	SHA256        string     `json:"sha256"`
-	LastError     string     `json:"last_error,omitempty"`
-	LastErrorAt   *time.Time `json:"last_error_at,omitempty"`
-	RestartNeeded []string   `json:"restart_needed,omitempty"`
-	PendingSwitch string     `json:"pending_switch,omitempty"`
-}
+// ConfigStatus is the "config" object of GET /admin/status, which the
+// admin package owns with the rest of the status document.
+type ConfigStatus = admin.ConfigStatus
 
 // reloader applies config file changes: a broken file is never applied,
 // unchanged content does nothing, and an edit of `active` goes through the
 // same gated switch as the admin API.
 type reloader struct {
-	path    string
-	router  *proxy.Router
-	log     *zap.Logger
-	prepare func(*config.Config) error   // compiles what the config needs, e.g. warmup specs
-	onApply func(*config.Config, string) // after a good config is applied, with its sha256
+	path   string
+	router *proxy.Router
+	target reloadTarget
+	log    *zap.Logger
 
 	reloads *prometheus.CounterVec
 
@@ -57,9 +49,17 @@ type reloader struct {
 	applied atomic.Pointer[string]
 }
 
-func newReloader(path string, data []byte, cfg *config.Config, fileActive config.Color, router *proxy.Router, log *zap.Logger, reg prometheus.Registerer) *reloader {
+// reloadTarget is what a reload changes, in two steps: prepare may refuse
+// the config and changes nothing; publish puts it in force.
+type reloadTarget interface {
+	prepare(cfg *config.Config) (*[2]*warmup.Spec, error)
+	publish(cfg *config.Config, specs *[2]*warmup.Spec, sha256 string)
+}
+
+func newReloader(path string, data []byte, cfg *config.Config, fileActive config.Color, router *proxy.Router, target reloadTarget,
+	log *zap.Logger, reg prometheus.Registerer) *reloader {
 	r := &reloader{
-		path: path, router: router, log: log, started: cfg, fileActive: fileActive,
+		path: path, router: router, target: target, log: log, started: cfg, fileActive: fileActive,
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "switchyard_config_reloads_total",
 			Help: "Config loads after start, by result: ok, error (the running config was kept) or unchanged.",
@@ -89,11 +89,11 @@ func newReloader(path string, data []byte, cfg *config.Config, fileActive config
 // AppliedSHA256 returns the sha256 of the config in force.
 func (r *reloader) AppliedSHA256() string { return *r.applied.Load() }
 
-// Reload re-reads the file now (POST /admin/reload).
+// Reload re-reads the file now (POST /admin/reload). A file that cannot
+// be read is recorded as a broken one is: the running config stays.
 func (r *reloader) Reload(trigger string) error {
-	data, err := os.ReadFile(r.path)
+	data, err := config.ReadFile(r.path)
 	if err != nil {
-		err = fmt.Errorf("config: reading %s: %w", r.path, err)
 		r.fail(err)
 		return err
 	}
@@ -101,7 +101,7 @@ func (r *reloader) Reload(trigger string) error {
 }
 
 // ConfigStatus implements admin.Reloader.
-func (r *reloader) ConfigStatus() any {
+func (r *reloader) ConfigStatus() ConfigStatus {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	st := r.status
@@ -135,9 +135,12 @@ func (r *reloader) apply(data []byte, trigger string) error {
 		}
 		return nil
 	}
+	// Decode and validate, then prepare: any of them may refuse the
+	// config, and then nothing changed.
 	cfg, err := config.Parse(data)
-	if err == nil && r.prepare != nil {
-		err = r.prepare(cfg)
+	var specs *[2]*warmup.Spec
+	if err == nil {
+		specs, err = r.target.prepare(cfg)
 	}
 	if err != nil {
 		r.mu.Unlock()
@@ -146,11 +149,9 @@ func (r *reloader) apply(data []byte, trigger string) error {
 		return err
 	}
 	restart := r.keepRestartOnly(cfg)
-	r.router.Apply(cfg)
+	// Publish and notify; the switch, if `active` changed, comes last.
 	r.applied.Store(&hexSum)
-	if r.onApply != nil {
-		r.onApply(cfg, hexSum)
-	}
+	r.target.publish(cfg, specs, hexSum)
 
 	now := time.Now()
 	r.status.Generation++
@@ -187,6 +188,11 @@ func (r *reloader) keepRestartOnly(cfg *config.Config) []string {
 	keep("listen", &cfg.Listen, r.started.Listen)
 	keep("admin.listen", &cfg.Admin.Listen, r.started.Admin.Listen)
 	keep("state_dir", &cfg.StateDir, r.started.StateDir)
+	if cfg.Proxy.Client != r.started.Proxy.Client {
+		msgs = append(msgs, fmt.Sprintf("proxy.client: %+v -> %+v needs a restart; still %+v",
+			r.started.Proxy.Client, cfg.Proxy.Client, r.started.Proxy.Client))
+		cfg.Proxy.Client = r.started.Proxy.Client
+	}
 	if cfg.Proxy.MaxRequestBodyBytes > r.started.Proxy.MaxRequestBodyBytes {
 		msgs = append(msgs, fmt.Sprintf("proxy.max_request_body_bytes: raising %d -> %d needs a restart; %d applies until then",
 			r.started.Proxy.MaxRequestBodyBytes, cfg.Proxy.MaxRequestBodyBytes, r.started.Proxy.MaxRequestBodyBytes))
@@ -259,6 +265,10 @@ func (r *reloader) run(ctx context.Context, w *watch.Watcher) {
 		case <-ctx.Done():
 			return
 		case c := <-changes:
+			if c.Err != nil {
+				r.fail(c.Err)
+				continue
+			}
 			_ = r.apply(c.Data, proxy.TriggerFile)
 		case <-retry.C:
 			r.mu.Lock()

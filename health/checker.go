@@ -68,9 +68,10 @@ func New(log *zap.Logger, warmer Warmer, active func() config.Color) *Checker {
 		IdleConnTimeout:   90 * time.Second,
 		DisableKeepAlives: false,
 	}
+	get := &httpGetter{client: &http.Client{Transport: tr, CheckRedirect: noRedirect}}
 	return &Checker{
 		log:      log,
-		prober:   &prober{client: &http.Client{Transport: tr, CheckRedirect: noRedirect}},
+		prober:   buildProber(get),
 		warmer:   warmer,
 		active:   active,
 		now:      time.Now,
@@ -109,6 +110,7 @@ func (c *Checker) Sync(targets []Target) {
 		if !keep[addr] {
 			m.cancel()
 			delete(c.monitors, addr)
+			c.prober.grpc.forget(addr)
 		}
 	}
 }
@@ -117,11 +119,12 @@ func (c *Checker) Sync(targets []Target) {
 func (c *Checker) Close() {
 	c.cancel()
 	c.wg.Wait()
-	c.prober.client.CloseIdleConnections()
+	c.prober.close()
 }
 
-// Inspect returns a backend's health state for GET /admin/status.
-func (c *Checker) Inspect(addr string) any {
+// Inspect returns a backend's health state for GET /admin/status, nil
+// when addr is not watched.
+func (c *Checker) Inspect(addr string) *State {
 	c.mu.Lock()
 	m, ok := c.monitors[addr]
 	c.mu.Unlock()

@@ -1,6 +1,7 @@
 package health
 
 import (
+	"encoding/json"
 	"testing"
 )
 
@@ -37,5 +38,20 @@ func FuzzParseMetrics(f *testing.F) {
 		_ = r.LoadScore()
 		var h Report
 		h.merge(r)
+	})
+}
+
+func FuzzParseTorchServePing(f *testing.F) {
+	f.Add([]byte(`{"status": "Healthy"}`))
+	f.Add([]byte(`{"status": "Unhealthy"}`))
+	f.Add([]byte(`Healthy`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		err := parseTorchServePing(body)
+		if err == nil && !json.Valid(body) {
+			t.Fatalf("accepted a body that is not JSON: %q", body)
+		}
+		if err != nil && len(err.Error()) > 1024 {
+			t.Fatalf("error message of %d bytes for a %d-byte body", len(err.Error()), len(body))
+		}
 	})
 }

@@ -134,8 +134,8 @@ func startSim(t testing.TB, opts modelsim.Options) *modelsim.Server {
 // on a goroutine of their own, where FailNow must not be called.
 func stateOf(t testing.TB, c *Checker, addr string) State {
 	t.Helper()
-	st, ok := c.Inspect(addr).(*State)
-	if !assert.True(t, ok, "%s is not watched", addr) {
+	st := c.Inspect(addr)
+	if !assert.NotNil(t, st, "%s is not watched", addr) {
 		return State{}
 	}
 	return *st

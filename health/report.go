@@ -5,12 +5,7 @@
 // when a backend is ready: healthy and warm.
 package health
 
-import (
-	"encoding/json"
-	"fmt"
-	"github.com/switchyard/switchyard/proxy"
-	"strings"
-)
+import "github.com/switchyard/switchyard/proxy"
 
 // Report is what one probe learned about a backend. Optional fields are
 // nil when the server did not report them.
@@ -62,58 +57,6 @@ func (r *Report) LoadScore() int64 {
 		pressure = max(pressure, *r.GPUMemUsed / *r.GPUMemTotal)
 	}
 	return proxy.LoadScore(waiting, pressure)
-}
-
-// jsonHealth is Switchyard's json probe body. Unknown fields are ignored:
-// model servers add their own.
-type jsonHealth struct {
-	Status        *string  `json:"status"`
-	ModelLoaded   *bool    `json:"model_loaded"`
-	CUDAAvailable *bool    `json:"cuda_available"`
-	Device        *string  `json:"device"`
-	GPUUUID       *string  `json:"gpu_uuid"`
-	GPUMemUsed    *float64 `json:"gpu_memory_used_bytes"`
-	GPUMemTotal   *float64 `json:"gpu_memory_total_bytes"`
-	GPUUtil       *float64 `json:"gpu_utilization"`
-	QueueDepth    *float64 `json:"queue_depth"`
-	Running       *float64 `json:"requests_running"`
-	KVCacheUsage  *float64 `json:"kv_cache_usage"`
-	BootID        *string  `json:"boot_id"`
-	Version       *string  `json:"version"`
-}
-
-// ParseJSONHealth checks a json-kind health body: status must say ok and
-// model_loaded, when present, must be true.
-func ParseJSONHealth(body []byte) (Report, error) {
-	var h jsonHealth
-	if err := json.Unmarshal(body, &h); err != nil {
-		return Report{}, fmt.Errorf("health body is not JSON: %w (body starts %q)", err, prefix(body))
-	}
-	r := Report{
-		ModelLoaded: h.ModelLoaded, CUDAAvailable: h.CUDAAvailable, GPUMemUsed: h.GPUMemUsed,
-		GPUMemTotal: h.GPUMemTotal, GPUUtil: h.GPUUtil, QueueDepth: h.QueueDepth,
-		Running: h.Running, KVCacheUsage: h.KVCacheUsage,
-	}
-	r.Device, r.GPUUUID, r.BootID, r.Version = deref(h.Device), deref(h.GPUUUID), deref(h.BootID), deref(h.Version)
-	if h.Status == nil {
-		return r, fmt.Errorf(`health body has no "status" field (want "ok")`)
-	}
-	switch strings.ToLower(*h.Status) {
-	case "ok", "healthy", "ready", "up", "serving":
-	default:
-		return r, fmt.Errorf("status is %q, not ok", *h.Status)
-	}
-	if h.ModelLoaded != nil && !*h.ModelLoaded {
-		return r, fmt.Errorf("model not loaded")
-	}
-	return r, nil
-}
-
-func deref(s *string) string {
-	if s == nil {
-		return ""
-	}
-	return *s
 }
 
 // prefix is the start of a body for error messages.

@@ -13,10 +13,15 @@ import (
 	"go.uber.org/zap/zapcore"
 )
 
-// protected names the loggers whose lines are never sampled away (the
-// access log has its own configured rate). A
-// component's logger is Named after it, e.g. log.Named("health").
-var protected = []string{"switch", "drain", "health", "warmup", "config", "admin", "access"}
+// protected names the loggers whose lines are never sampled away, by the
+// full names the gateway gives them (gateway.Run names each component's
+// logger after it, e.g. log.Named("health")): the switch logger (switches,
+// drains, automatic rollback and promotion), health, warmup, config
+// (reloads, the watcher, durable state), admin, and the access log
+// (proxy.access), which follows only log.access.sample. A logger named
+// under a protected one ("health.probe") is protected too. The other
+// loggers (proxy, mirror, the unnamed root) are sampled.
+var protected = []string{"switch", "health", "warmup", "config", "admin", "proxy.access"}
 
 // Options configure New.
 type Options struct {
@@ -85,10 +90,11 @@ func (c *selectiveCore) Write(ent zapcore.Entry, fields []zapcore.Field) error {
 // on Linux; callers at shutdown use SyncQuietly.
 func (c *selectiveCore) Sync() error { return c.raw.Sync() }
 
+// isProtected reports whether the logger called name, or one it was named
+// under, is protected. Zap joins names with dots.
 func isProtected(name string) bool {
-	first, _, _ := strings.Cut(name, ".")
 	for _, p := range protected {
-		if first == p {
+		if name == p || len(name) > len(p) && name[len(p)] == '.' && strings.HasPrefix(name, p) {
 			return true
 		}
 	}

@@ -64,6 +64,89 @@ func TestNew_SamplesChattyLinesButNeverReleaseLines(t *testing.T) {
 	assert.GreaterOrEqual(t, count["proxy"], 5)
 }
 
+// named returns log named by each of names in turn, as the gateway names
+// its loggers: log.Named("proxy").Named("access") is "proxy.access".
+func named(log *zap.Logger, names ...string) *zap.Logger {
+	for _, n := range names {
+		log = log.Named(n)
+	}
+	return log
+}
+
+// Regression test (issue 11): the gateway names the access logger
+// proxy.access (gateway.Run: log.Named("proxy"), proxy.NewHandler:
+// log.Named("access")), and isProtected looked only at the first name,
+// "proxy", so with log.access.sample 1 the access log was sampled like any
+// chatty line: 109 of 1000 lines in a burst were written.
+func TestNew_AccessLogOfTheGatewayIsNeverSampled(t *testing.T) {
+	var out lockedBuffer
+	// The options cmd/switchyard uses: zap's production sampling.
+	log, err := New(Options{Format: "json", Level: "info"}, &out)
+	require.NoError(t, err)
+	proxyLog := log.Named("proxy")
+	access := proxyLog.Named("access")
+
+	for i := range 1000 {
+		access.Info("request", zap.Int("n", i))
+		proxyLog.Info("upstream connection reset")
+	}
+
+	count := map[string]int{}
+	for _, m := range out.lines() {
+		count[m["logger"].(string)]++
+	}
+	assert.Equal(t, 1000, count["proxy.access"], "access lines were sampled away")
+	assert.Less(t, count["proxy"], 1000, "the proxy's own chatty lines are not sampled")
+	assert.GreaterOrEqual(t, count["proxy"], 100, "zap keeps the first 100 a second")
+}
+
+// The protected list is the names the gateway gives its loggers
+// (gateway.Run and proxy.NewHandler), no more: there is no "drain" logger
+// (drains log on the switch logger), and "access" alone is not the access
+// log.
+func TestNew_ProtectsExactlyTheGatewayLoggersThatMustNotBeSampled(t *testing.T) {
+	testCases := []struct {
+		desc      string
+		names     []string
+		protected bool
+	}{
+		{desc: "switch, drain and automatic rollback", names: []string{"switch"}, protected: true},
+		{desc: "health", names: []string{"health"}, protected: true},
+		{desc: "warmup", names: []string{"warmup"}, protected: true},
+		{desc: "config, watch and state", names: []string{"config"}, protected: true},
+		{desc: "admin", names: []string{"admin"}, protected: true},
+		{desc: "access log", names: []string{"proxy", "access"}, protected: true},
+		{desc: "logger named under a protected one", names: []string{"health", "probe"}, protected: true},
+		{desc: "proxy", names: []string{"proxy"}},
+		{desc: "mirror", names: []string{"mirror"}},
+		{desc: "unnamed root", names: nil},
+		{desc: "access outside the proxy", names: []string{"access"}},
+		{desc: "drain, which the gateway never names", names: []string{"drain"}},
+		{desc: "name that only starts like a protected one", names: []string{"switchboard"}},
+		{desc: "access-like name under proxy", names: []string{"proxy", "accessory"}},
+	}
+	for _, test := range testCases {
+		t.Run(test.desc, func(t *testing.T) {
+			t.Parallel()
+			var out lockedBuffer
+			log, err := New(Options{Format: "json", Level: "info", Initial: 5, Thereafter: 1000}, &out)
+			require.NoError(t, err)
+			l := named(log, test.names...)
+
+			for range 200 {
+				l.Info("line")
+			}
+
+			n := len(out.lines())
+			if test.protected {
+				assert.Equal(t, 200, n, "lines of %q were sampled away", l.Name())
+			} else {
+				assert.Less(t, n, 200, "lines of %q are not sampled", l.Name())
+			}
+		})
+	}
+}
+
 func TestNew_JSONByDefaultConsoleOnRequest(t *testing.T) {
 	var js, con bytes.Buffer
 	l1, err := New(Options{Level: "info"}, &js)

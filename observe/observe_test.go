@@ -2,11 +2,9 @@ package observe
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -18,7 +16,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -28,23 +25,11 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"github.com/switchyard/switchyard/admin"
 	"github.com/switchyard/switchyard/config"
-	"github.com/switchyard/switchyard/gateway"
+	"github.com/switchyard/switchyard/gatewaytest"
 	"github.com/switchyard/switchyard/modelsim"
-	"github.com/switchyard/switchyard/proxy"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest"
 	"go.yaml.in/yaml/v3"
 )
-
-// Generous deadlines: the suite runs with -race on small CI machines.
-const (
-	waitFor = 20 * time.Second
-	tick    = 20 * time.Millisecond
-)
-
-const predictBody = `{"inputs": [[1,2,3,4]]}`
 
 // Files under test, relative to the repository root.
 const (
@@ -167,22 +152,26 @@ func TestDashboard_ParsesAndUsesExportedMetrics(t *testing.T) {
 func TestPrometheus_ScrapesRateByColorAcrossSwitch(t *testing.T) {
 	bin := requireTool(t, "prometheus")
 	g := startGateway(t, gatewayOptions{})
-	g.waitReady(t)
-	prom := startPrometheus(t, bin, g.adminAddr)
+	g.WaitReady(t, config.Blue, config.Green)
+	prom := startPrometheus(t, bin, g.AdminAddr)
 	prom.waitTargetUp(t)
 
-	l := g.startLoad(4)
+	l := g.StartLoad(t, 4)
 	loadStart := time.Now()
 	// Blue is loaded for 5s: the rate window before the switch lies
 	// wholly inside that stretch.
 	prom.waitScrapedPast(t, loadStart.Add(5*time.Second))
 	switchStart := time.Now()
-	g.switchTo(t, config.Green)
+	g.Switch(t, config.Green)
 	switchDone := time.Now()
 	prom.waitScrapedPast(t, switchDone.Add(5*time.Second))
 	l.Stop()
-	t.Logf("load: %v, %d failed (last error: %v)", l.byColor, l.failures, l.lastErr)
-	require.Positive(t, l.byColor["green"], "no request reached green")
+	failed := l.Failed()
+	t.Logf("load: blue %d, green %d, %d failed", l.Count(config.Blue), l.Count(config.Green), len(failed))
+	if len(failed) > 0 {
+		t.Logf("last failure: %s", failed[len(failed)-1])
+	}
+	require.Positive(t, l.Count(config.Green), "no request reached green")
 
 	const query = `sum by (color) (rate(switchyard_requests_total[3s]))`
 	before := prom.vector(t, query, switchStart.Add(-time.Second))
@@ -213,32 +202,32 @@ func scrapeFullyObserved(t *testing.T) []byte {
 	t.Helper()
 	const blueLatency = 300 * time.Millisecond
 	g := startGateway(t, gatewayOptions{blueLatency: blueLatency, drainTimeout: 50 * time.Millisecond})
-	g.waitReady(t)
+	g.WaitReady(t, config.Blue, config.Green)
 	for range 2 {
-		g.requireColor(t, config.Blue)
+		g.RequireColor(t, config.Blue)
 	}
 	// A blue request still running when the drain after the switch times
 	// out is a straggler.
 	slow := make(chan error, 1)
 	go func() {
-		color, err := g.predict()
+		color, err := g.Predict()
 		if err == nil && color != string(config.Blue) {
 			err = fmt.Errorf("answered by %s, want blue", color)
 		}
 		slow <- err
 	}()
-	g.waitStatus(t, "a request in flight on blue", func(st admin.Status) bool { return st.Pools["blue"].Inflight > 0 })
-	g.switchTo(t, config.Green)
+	g.WaitStatus(t, "a request in flight on blue", func(st gatewaytest.Status) bool { return st.Pools["blue"].Inflight > 0 })
+	g.Switch(t, config.Green)
 	select {
 	case err := <-slow:
 		require.NoError(t, err, "the request in flight on blue during the switch")
-	case <-time.After(waitFor):
+	case <-time.After(gatewaytest.WaitFor):
 		require.FailNow(t, "the request in flight on blue never finished")
 	}
 	for range 5 {
-		g.requireColor(t, config.Green)
+		g.RequireColor(t, config.Green)
 	}
-	return g.waitFamilies(t, switchyardFamilies)
+	return waitFamilies(t, g, switchyardFamilies)
 }
 
 // gatewayOptions vary the gateway and backends that startGateway runs.
@@ -249,34 +238,26 @@ type gatewayOptions struct {
 	drainTimeout time.Duration
 }
 
-// gw is a gateway run in process by gateway.Run, in front of one
-// simulated model server per color: blue serves v1, green v2. Both report
-// GPU memory and utilization in their health answer; green also serves
-// vLLM metrics with its KV-cache use.
-type gw struct {
-	traffic   string // base URL of the traffic listener
-	admin     string // base URL of the admin listener
-	adminAddr string // host:port of the admin listener
-	client    *http.Client
-}
-
-// startGateway runs the gateway and its backends until the test ends.
-func startGateway(t *testing.T, opts gatewayOptions) *gw {
+// startGateway runs a gateway in front of one simulated model server per
+// color until the test ends: blue serves v1, green v2. Both report GPU
+// memory and utilization in their health answer; green also serves vLLM
+// metrics with its KV-cache use. The gateway runs from a config file, so
+// the config reload metrics are exported too.
+func startGateway(t *testing.T, opts gatewayOptions) *gatewaytest.Gateway {
 	t.Helper()
 	if opts.drainTimeout == 0 {
 		opts.drainTimeout = 30 * time.Second
 	}
 	gpu := map[string]any{"gpu_memory_used_bytes": 12e9, "gpu_memory_total_bytes": 80e9, "gpu_utilization": 37.5}
-	blue := startModel(t, modelsim.Options{Color: "blue", Version: "v1", Latency: opts.blueLatency})
+	blue := gatewaytest.StartModel(t, modelsim.Options{Color: "blue", Version: "v1", Latency: opts.blueLatency})
 	blue.SetHealthFields(gpu)
-	green := startModel(t, modelsim.Options{Color: "green", Version: "v2"})
+	green := gatewaytest.StartModel(t, modelsim.Options{Color: "green", Version: "v2"})
 	green.SetHealthFields(gpu)
 	greenAddr := startVLLMFront(t, green.Addr())
 
-	path := filepath.Join(t.TempDir(), "switchyard.yaml")
-	// The listeners in the file are never bound: both are replaced by
-	// 127.0.0.1:0 below.
-	require.NoError(t, os.WriteFile(path, []byte(fmt.Sprintf(`listen: 127.0.0.1:18080
+	// The listeners in the file are never bound: gatewaytest.Start binds
+	// both to 127.0.0.1:0.
+	path := gatewaytest.NewConfigFile(t, fmt.Sprintf(`listen: 127.0.0.1:18080
 admin:
   listen: 127.0.0.1:19901
 active: blue
@@ -301,54 +282,8 @@ pools:
   green:
     version: v2
     backends: [%s]
-`, opts.drainTimeout, predictBody, blue.Addr(), greenAddr)), 0o644))
-	cfg, data, err := config.Load(path)
-	require.NoError(t, err)
-	cfg.Listen, cfg.Admin.Listen = "127.0.0.1:0", "127.0.0.1:0"
-
-	ctx, cancel := context.WithCancel(context.Background())
-	started := make(chan [2]string, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- gateway.Run(ctx, gateway.Options{
-			Config: cfg, ConfigPath: path, ConfigData: data, Version: "test",
-			Log:             zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)),
-			ShutdownTimeout: 5 * time.Second,
-			Started:         func(traffic, admin string) { started <- [2]string{traffic, admin} },
-		})
-	}()
-	var addrs [2]string
-	select {
-	case addrs = <-started:
-	case err := <-done:
-		cancel()
-		require.FailNow(t, "gateway.Run returned before it started", "%v", err)
-	case <-time.After(waitFor):
-		cancel()
-		require.FailNow(t, "gateway.Run did not start")
-	}
-
-	tr := &http.Transport{MaxIdleConnsPerHost: 16}
-	t.Cleanup(func() {
-		tr.CloseIdleConnections()
-		cancel()
-		select {
-		case err := <-done:
-			assert.NoError(t, err, "gateway.Run")
-		case <-time.After(waitFor):
-			assert.Fail(t, "gateway.Run did not return after cancel")
-		}
-	})
-	return &gw{traffic: "http://" + addrs[0], admin: "http://" + addrs[1], adminAddr: addrs[1],
-		client: &http.Client{Transport: tr, Timeout: 10 * time.Second}}
-}
-
-func startModel(t *testing.T, opts modelsim.Options) *modelsim.Server {
-	t.Helper()
-	s, err := modelsim.Start("127.0.0.1:0", opts)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = s.Close() })
-	return s
+`, opts.drainTimeout, gatewaytest.PredictBody, blue.Addr(), greenAddr))
+	return gatewaytest.Start(t, gatewaytest.Options{Path: path})
 }
 
 // startVLLMFront puts a front before the model server at addr that also
@@ -373,102 +308,15 @@ func startVLLMFront(t *testing.T, addr string) string {
 	return srv.Listener.Addr().String()
 }
 
-// getStatus reads GET /admin/status; it does not fail the test, so it can
-// run inside a poll.
-func (g *gw) getStatus() (admin.Status, error) {
-	var st admin.Status
-	resp, err := g.client.Get(g.admin + "/admin/status")
-	if err != nil {
-		return st, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return st, fmt.Errorf("GET /admin/status: %s", resp.Status)
-	}
-	err = json.NewDecoder(resp.Body).Decode(&st)
-	return st, err
-}
-
-// waitStatus waits until GET /admin/status satisfies cond.
-func (g *gw) waitStatus(t *testing.T, what string, cond func(admin.Status) bool) {
-	t.Helper()
-	var last admin.Status
-	var lastErr error
-	ok := assert.Eventually(t, func() bool {
-		last, lastErr = g.getStatus()
-		return lastErr == nil && cond(last)
-	}, waitFor, tick, what)
-	if !ok {
-		require.FailNow(t, "gave up waiting", "%s; last status error %v, status %+v", what, lastErr, last)
-	}
-}
-
-// waitReady waits until the backends of both colors are ready.
-func (g *gw) waitReady(t *testing.T) {
-	t.Helper()
-	g.waitStatus(t, "both pools ready", func(st admin.Status) bool {
-		return st.Pools["blue"].ReadyBackends == 1 && st.Pools["green"].ReadyBackends == 1
-	})
-}
-
-// predict sends one inference through the gateway and returns the color
-// that answered.
-func (g *gw) predict() (string, error) {
-	resp, err := g.client.Post(g.traffic+"/predict", "application/json", strings.NewReader(predictBody))
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return "", err
-	}
-	color := resp.Header.Get(proxy.HeaderColor)
-	if resp.StatusCode != http.StatusOK {
-		return color, fmt.Errorf("status %d from %s: %s", resp.StatusCode, color, body)
-	}
-	return color, nil
-}
-
-func (g *gw) requireColor(t *testing.T, want config.Color) {
-	t.Helper()
-	got, err := g.predict()
-	require.NoError(t, err)
-	require.Equal(t, string(want), got, "traffic went to the wrong color")
-}
-
-// switchTo switches through POST /admin/switch and requires success.
-func (g *gw) switchTo(t *testing.T, to config.Color) {
-	t.Helper()
-	resp, err := g.client.Post(g.admin+"/admin/switch", "application/json", strings.NewReader(`{"to": "`+string(to)+`"}`))
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	require.Equal(t, http.StatusOK, resp.StatusCode, "POST /admin/switch: %s", body)
-}
-
-func (g *gw) scrape() ([]byte, error) {
-	resp, err := g.client.Get(g.admin + "/metrics")
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET /metrics: %s", resp.Status)
-	}
-	return io.ReadAll(resp.Body)
-}
-
 // waitFamilies waits until GET /metrics holds every family in names, as
 // probes and drains report on their own schedule, and returns that body.
-func (g *gw) waitFamilies(t *testing.T, names []string) []byte {
+func waitFamilies(t *testing.T, g *gatewaytest.Gateway, names []string) []byte {
 	t.Helper()
 	var body []byte
 	var missing []string
 	var lastErr error
 	ok := assert.Eventually(t, func() bool {
-		body, lastErr = g.scrape()
+		body, lastErr = g.Metrics()
 		if lastErr != nil {
 			return false
 		}
@@ -484,7 +332,7 @@ func (g *gw) waitFamilies(t *testing.T, names []string) []byte {
 			}
 		}
 		return len(missing) == 0
-	}, waitFor, tick, "GET /metrics never held every metric family")
+	}, gatewaytest.WaitFor, gatewaytest.Tick, "GET /metrics never held every metric family")
 	if !ok {
 		require.FailNow(t, "metric families missing", "missing %v; last error %v; last scrape:\n%s", missing, lastErr, body)
 	}
@@ -619,56 +467,11 @@ func readAlertRules(t *testing.T) []alertRule {
 	return rules
 }
 
-// load is continuous inference traffic through the gateway.
-type load struct {
-	stop chan struct{}
-	wg   sync.WaitGroup
-
-	mu       sync.Mutex
-	byColor  map[string]int
-	failures int
-	lastErr  error
-}
-
-// startLoad runs n clients that send requests back to back until Stop.
-func (g *gw) startLoad(n int) *load {
-	l := &load{stop: make(chan struct{}), byColor: map[string]int{}}
-	for range n {
-		l.wg.Add(1)
-		go func() {
-			defer l.wg.Done()
-			for {
-				select {
-				case <-l.stop:
-					return
-				default:
-				}
-				color, err := g.predict()
-				l.mu.Lock()
-				if err != nil {
-					l.failures++
-					l.lastErr = err
-				} else {
-					l.byColor[color]++
-				}
-				l.mu.Unlock()
-			}
-		}()
-	}
-	return l
-}
-
-// Stop stops the clients and waits for them.
-func (l *load) Stop() {
-	close(l.stop)
-	l.wg.Wait()
-}
-
 // prometheusServer is a real Prometheus scraping one gateway.
 type prometheusServer struct {
 	url    string
 	client *http.Client
-	logs   *syncBuffer
+	logs   *gatewaytest.LogBuffer
 	exited chan struct{}
 }
 
@@ -687,9 +490,9 @@ scrape_configs:
     static_configs:
       - targets: [%q]
 `, target)), 0o644))
-	addr := freeLoopbackAddr(t)
+	addr := gatewaytest.UnusedAddr(t)
 
-	logs := &syncBuffer{}
+	logs := &gatewaytest.LogBuffer{}
 	cmd := exec.Command(bin,
 		"--config.file="+cfgPath,
 		"--storage.tsdb.path="+filepath.Join(dir, "data"),
@@ -731,21 +534,11 @@ scrape_configs:
 		}
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
-	}, waitFor, 100*time.Millisecond, "prometheus never became ready")
+	}, gatewaytest.WaitFor, 100*time.Millisecond, "prometheus never became ready")
 	if !ready {
 		require.FailNow(t, "prometheus not ready", "output:\n%s", logs.String())
 	}
 	return p
-}
-
-// freeLoopbackAddr returns a loopback address with a port free right now.
-func freeLoopbackAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := ln.Addr().String()
-	require.NoError(t, ln.Close())
-	return addr
 }
 
 // query evaluates an instant PromQL query at the time at.
@@ -817,7 +610,7 @@ func (p *prometheusServer) waitTargetUp(t *testing.T) {
 		s, err := p.query(`up{job="switchyard"} == 1`, time.Now())
 		lastErr = err
 		return err == nil && len(s) == 1
-	}, waitFor, 100*time.Millisecond, "prometheus never scraped the gateway")
+	}, gatewaytest.WaitFor, 100*time.Millisecond, "prometheus never scraped the gateway")
 	if !ok {
 		require.FailNow(t, "gateway target not up", "last error %v; output:\n%s", lastErr, p.logs.String())
 	}
@@ -837,28 +630,9 @@ func (p *prometheusServer) waitScrapedPast(t *testing.T, at time.Time) {
 		}
 		last = s[0].value
 		return last > float64(at.UnixNano())/1e9
-	}, waitFor, 100*time.Millisecond, "prometheus stopped scraping the gateway")
+	}, gatewaytest.WaitFor, 100*time.Millisecond, "prometheus stopped scraping the gateway")
 	if !ok {
 		require.FailNow(t, "no recent scrape", "wanted one after %s, newest at %v; last error %v; output:\n%s",
 			at.Format(time.RFC3339Nano), last, lastErr, p.logs.String())
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the process writing to it and the
-// test reading it at the same time.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

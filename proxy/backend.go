@@ -33,6 +33,9 @@ type Backend struct {
 	capWarned atomic.Bool
 	// requests counts proxied requests, for status and tests.
 	requests atomic.Uint64
+	// h2 is the net/http transport the HTTP/2 side reaches the backend
+	// through (h2.go), built on first use.
+	h2 atomic.Pointer[h2Transport]
 }
 
 // Addr returns the backend's host:port.
@@ -76,7 +79,7 @@ func (b *Backend) Ejections() uint32 { return b.ejections.Load() }
 func (b *Backend) OpenConns() int64 { return b.t.open.Load() }
 
 // CloseIdleConns closes the backend's idle keep-alive connections.
-func (b *Backend) CloseIdleConns() { b.t.closeIdle() }
+func (b *Backend) CloseIdleConns() { b.t.closeIdle(); b.closeH2Idle() }
 
 // usable reports whether b can take one more request at time now.
 func (b *Backend) usable(now int64, maxConcurrency int64) bool {
@@ -161,6 +164,7 @@ func (r *Registry) Forget(addr string) {
 	if ok {
 		b.t.retired.Store(true)
 		b.t.closeIdle()
+		b.closeH2Idle()
 	}
 }
 
@@ -170,5 +174,55 @@ func (r *Registry) CloseIdle() {
 	defer r.mu.Unlock()
 	for _, b := range r.backends {
 		b.t.closeIdle()
+		b.closeH2Idle()
 	}
+}
+
+// ReapIdle closes idle connections once they have been unused for idle(),
+// and those the backend closed or wrote to while idle, until ctx is
+// cancelled. Without it an idle connection is only checked when a request
+// picks it, so the sockets a burst opened would stay open until the next
+// burst. It sweeps every half idle timeout and reads idle() before each
+// sweep, so a reload applies; the caller runs it in a goroutine it owns.
+func (r *Registry) ReapIdle(ctx context.Context, idle func() time.Duration) {
+	timer := time.NewTimer(reapInterval(idle()))
+	defer timer.Stop()
+	var ts []*transport
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		}
+		d := idle()
+		ts = r.reap(time.Now(), d, ts[:0])
+		timer.Reset(reapInterval(d))
+	}
+}
+
+// reap sweeps every backend's idle connections once. The transports are
+// listed under the lock and swept outside it, so that Get and Lookup never
+// wait on a sweep; ts is reused between sweeps.
+func (r *Registry) reap(now time.Time, idle time.Duration, ts []*transport) []*transport {
+	r.mu.Lock()
+	for _, b := range r.backends {
+		ts = append(ts, b.t)
+	}
+	r.mu.Unlock()
+	for i, t := range ts {
+		t.reap(now, idle)
+		ts[i] = nil // keep no forgotten transport alive until the next sweep
+	}
+	return ts
+}
+
+// reapInterval is the pause between sweeps: half the idle timeout, so a
+// connection is closed at most 1.5 idle timeouts after its last use, and
+// never so short that sweeping becomes busy work.
+func reapInterval(idle time.Duration) time.Duration {
+	const floor = 10 * time.Millisecond
+	if idle <= 0 {
+		return time.Second
+	}
+	return max(idle/2, floor)
 }

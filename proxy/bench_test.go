@@ -151,7 +151,7 @@ func BenchmarkSwap(b *testing.B) {
 func BenchmarkPick(b *testing.B) {
 	for _, n := range []int{1, 10, 100, 1000} {
 		b.Run(strconv.Itoa(n), func(b *testing.B) {
-			p := &Pool{balance: config.BalanceLeastInflight}
+			p := &Pool{selector: leastInflight{}}
 			for i := range n {
 				be := &Backend{addr: strconv.Itoa(i)}
 				be.ready.Store(true)

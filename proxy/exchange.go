@@ -2,13 +2,14 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"sync"
 	"time"
 
-	"github.com/switchyard/switchyard/config"
 	"github.com/valyala/fasthttp"
 )
 
@@ -37,11 +38,22 @@ type exchange struct {
 	remaining int64 // bytes left in the body (fixed) or chunk (chunked)
 	done      bool  // the body was read to its end
 	closeConn bool  // the connection cannot be reused after this exchange
-	// streamIdle bounds the wait for each piece of an unbounded stream.
-	streamIdle time.Duration
-	readErr    error
-	status     int
-	scratch    []byte
+	// buffered is set when the whole body is already in ctx.Response: a
+	// small answer is read completely before the client sees a byte, so a
+	// backend dying mid-answer can still be retried or answered with 502.
+	buffered bool
+	// bodyIdle bounds the wait for each read of a streamed body; deadline,
+	// when set, is the total budget's end.
+	bodyIdle time.Duration
+	deadline time.Time
+	// client is the client's connection, whose write deadline moves with
+	// every piece of a streamed answer: a client that stops reading loses
+	// its slot after the client write timeout.
+	client      net.Conn
+	clientWrite time.Duration
+	readErr     error
+	status      int
+	scratch     []byte
 	// headerAt is when the response headers arrived: the upstream time.
 	headerAt time.Duration
 	// mirror is this request's shadow copy, sent once it completed.
@@ -79,6 +91,24 @@ type sendError struct{ err error }
 func (e *sendError) Error() string { return "exchange: " + e.err.Error() }
 func (e *sendError) Unwrap() error { return e.err }
 
+// silentError is a reused connection that ended without one byte of an
+// answer. Either the backend closed it just as the request went out (it
+// never read it), or it died while running the request: the handler tells
+// them apart by whether the backend still accepts connections.
+type silentError struct{ err error }
+
+func (e *silentError) Error() string {
+	return "exchange: keep-alive connection ended before any answer: " + e.err.Error()
+}
+func (e *silentError) Unwrap() error { return e.err }
+
+// bufferBodyMax is the largest fixed-length answer read whole before the
+// client gets its headers. Below it a backend that dies mid-body costs the
+// client nothing it could see: the exchange fails before a byte is sent
+// and is retried or answered with a clean 502. Above it the answer is
+// streamed, and a cut body is cut for the client too.
+const bufferBodyMax = 64 << 10
+
 // roundTrip sends the request to b and reads the response headers into
 // ctx.Response. On success ex owns a connection whose body is unread.
 func (ex *exchange) roundTrip(ctx *fasthttp.RequestCtx, b *Backend, s *Snapshot) error {
@@ -109,6 +139,12 @@ func (ex *exchange) send(ctx *fasthttp.RequestCtx, c *upstreamConn, s *Snapshot)
 	if err := c.nc.SetDeadline(deadline); err != nil {
 		return &sendError{err}
 	}
+	if len(ctx.Request.Header.Host()) == 0 {
+		// HTTP/1.0 allows a request without Host; HTTP/1.1 backends need
+		// one. Name the backend, as nginx does by default.
+		ctx.Request.Header.SetHost(ex.backend.addr)
+		ctx.Request.UseHostHeader = true
+	}
 	err := ctx.Request.Write(c.bw)
 	if err == nil {
 		err = c.bw.Flush()
@@ -119,27 +155,40 @@ func (ex *exchange) send(ctx *fasthttp.RequestCtx, c *upstreamConn, s *Snapshot)
 		}
 		return &sendError{err}
 	}
-	// The connection was checked open before the write, so silence now is
-	// a real failure: the backend may have run the request.
+	// The connection was checked open before the write. Silence on a
+	// reused one may still be a close that crossed our request; the
+	// handler decides whether that request can have run.
 	if _, err := c.br.Peek(1); err != nil {
+		if c.reused && !isTimeout(err) {
+			return &silentError{err}
+		}
 		return &sendError{err}
 	}
 	resp := &ctx.Response
+	var head []byte
 	for {
 		resp.Header.Reset()
 		// Send no Content-Type the backend did not send.
 		resp.Header.SetNoDefaultContentType(true)
+		// What is buffered now stays valid through Read when it holds the
+		// whole head, which then parses without refilling the buffer.
+		head, _ = c.br.Peek(c.br.Buffered())
 		if err := resp.Header.Read(c.br); err != nil {
 			return &sendError{err}
 		}
-		// Skip interim responses; 101 is refused since Upgrade is stripped.
-		if sc := resp.Header.StatusCode(); sc < 100 || sc >= 200 {
+		sc := resp.Header.StatusCode()
+		if sc == fasthttp.StatusSwitchingProtocols {
+			// We never forward Upgrade, so no backend may switch.
+			return &sendError{errUnaskedUpgrade}
+		}
+		// Skip other interim responses (100, 103).
+		if sc < 100 || sc >= 200 {
 			break
 		}
 	}
 	ex.status = resp.Header.StatusCode()
 	ex.headerAt = time.Since(ex.start)
-	if ex.pool.balance == config.BalanceGPU {
+	if ex.pool.loadReports {
 		if v := resp.Header.Peek(orcaResponseHeader); len(v) > 0 {
 			if waiting, pressure, ok := parseORCA(v); ok {
 				ex.backend.score.Store(LoadScore(waiting, pressure))
@@ -159,29 +208,80 @@ func (ex *exchange) send(ctx *fasthttp.RequestCtx, c *upstreamConn, s *Snapshot)
 		ex.mode, ex.remaining, ex.done = bodyFixed, int64(cl), cl == 0
 	case cl == -1:
 		ex.mode = bodyChunked
+		// RFC 9112 section 6.3: chunked wins over a Content-Length sent
+		// beside it, and the connection must not be reused after such a
+		// message. fasthttp drops the Content-Length, so look for it in
+		// the head as it came.
+		ex.closeConn = ex.closeConn || !headHasNoContentLength(head)
+		if err := checkFirstChunk(c.br); err != nil {
+			return &sendError{err}
+		}
 	default:
 		ex.mode, ex.closeConn = bodyToClose, true
 	}
-	// After the headers only the total budget bounds the body; without
-	// one, each read of a stream gets the header timeout as an idle bound
-	// so a stalled backend cannot hold the exchange forever.
-	if ex.mode == bodyFixed && int64(c.br.Buffered()) >= ex.remaining {
-		// The whole body arrived with the headers (the usual small JSON
-		// answer): no more reads, no deadline to move.
+	// After the headers, the body is bounded by the total budget when
+	// there is one, and by an idle bound between reads: a backend that
+	// keeps sending is never cut for being slow, a stalled one is.
+	ex.bodyIdle = s.bodyIdle
+	if s.totalTimeout > 0 {
+		ex.deadline = ex.start.Add(s.totalTimeout)
+	}
+	if ex.done {
 		return nil
 	}
-	var bodyDeadline time.Time
-	if s.totalTimeout > 0 {
-		bodyDeadline = ex.start.Add(s.totalTimeout)
-	} else if ex.mode != bodyFixed {
-		ex.streamIdle = s.headerTimeout
-	} else {
-		bodyDeadline = time.Now().Add(s.headerTimeout)
+	// The usual small JSON answer came whole with its headers: copy it
+	// out with no deadline to move and no syscall.
+	if ex.mode != bodyFixed || int64(c.br.Buffered()) < ex.remaining {
+		if err := c.nc.SetReadDeadline(ex.readDeadline()); err != nil {
+			return &sendError{err}
+		}
 	}
-	if err := c.nc.SetDeadline(bodyDeadline); err != nil {
-		return &sendError{err}
+	if ex.mode == bodyFixed && ex.remaining <= bufferBodyMax {
+		if err := ex.readWhole(resp, c); err != nil {
+			return &sendError{err}
+		}
 	}
 	return nil
+}
+
+// readWhole appends the rest of a small fixed-length body to resp, so the
+// client gets all of it or, if the backend fails first, none of it.
+func (ex *exchange) readWhole(resp *fasthttp.Response, c *upstreamConn) error {
+	for ex.remaining > 0 {
+		if c.br.Buffered() == 0 {
+			if ex.bodyIdle > 0 {
+				if err := c.nc.SetReadDeadline(ex.readDeadline()); err != nil {
+					return err
+				}
+			}
+			if _, err := c.br.Peek(1); err != nil {
+				if err == io.EOF {
+					err = io.ErrUnexpectedEOF
+				}
+				return err
+			}
+		}
+		n := int(min(int64(c.br.Buffered()), ex.remaining))
+		b, _ := c.br.Peek(n)
+		resp.AppendBody(b)
+		_, _ = c.br.Discard(n)
+		ex.remaining -= int64(n)
+	}
+	ex.done, ex.buffered = true, true
+	return nil
+}
+
+// readDeadline is when the next body read gives up: the idle bound from
+// now, or the end of the total budget if that comes first.
+func (ex *exchange) readDeadline() time.Time {
+	if ex.bodyIdle <= 0 {
+		return ex.deadline // zero when there is no total budget either
+	}
+	d := time.Now().Add(ex.bodyIdle)
+	if !ex.deadline.IsZero() {
+		d = earlier(d, ex.deadline)
+	}
+	return d
 }
 
 // Read implements io.Reader over the upstream body, removing chunk framing
@@ -194,8 +294,12 @@ func (ex *exchange) Read(p []byte) (int, error) {
 	if ex.readErr != nil {
 		return 0, ex.readErr
 	}
-	if ex.streamIdle > 0 {
-		_ = ex.conn.nc.SetReadDeadline(time.Now().Add(ex.streamIdle))
+	if ex.bodyIdle > 0 && ex.conn.br.Buffered() == 0 {
+		_ = ex.conn.nc.SetReadDeadline(ex.readDeadline())
+	}
+	if ex.client != nil && ex.clientWrite > 0 {
+		// fasthttp asks for more only once it wrote the last piece.
+		_ = ex.client.SetWriteDeadline(time.Now().Add(ex.clientWrite))
 	}
 	n, err := ex.read(p)
 	if err != nil && err != io.EOF {
@@ -266,7 +370,45 @@ func (ex *exchange) CloseWithError(err error) error {
 	return nil
 }
 
-var errBadChunk = errors.New("proxy: malformed chunked encoding from backend")
+var (
+	errBadChunk       = errors.New("proxy: malformed chunked encoding from backend")
+	errUnaskedUpgrade = errors.New("proxy: backend answered 101 Switching Protocols to a request without Upgrade")
+)
+
+// headHasNoContentLength reports whether buf, the bytes buffered before a
+// response head was read, holds that whole head and no Content-Length
+// line in it. A head that came in pieces is not known, so it is false.
+func headHasNoContentLength(buf []byte) bool {
+	end := bytes.Index(buf, []byte("\r\n\r\n"))
+	if end < 0 {
+		return false
+	}
+	const name = "content-length"
+	for line := buf[:end]; len(line) > 0; {
+		i := bytes.IndexByte(line, '\n')
+		if i < 0 {
+			break
+		}
+		line = line[i+1:]
+		if len(line) > len(name) && bytes.EqualFold(line[:len(name)], []byte(name)) {
+			return false
+		}
+	}
+	return true
+}
+
+// checkFirstChunk validates the first chunk-size line when it came with
+// the headers, so that a malformed body is a failed exchange (retried or
+// a clean 502) rather than a 200 that breaks off.
+func checkFirstChunk(br *bufio.Reader) error {
+	buf, _ := br.Peek(br.Buffered())
+	i := bytes.IndexByte(buf, '\n')
+	if i < 0 {
+		return nil // not here yet: Read checks it when it comes
+	}
+	_, err := parseChunkSize(buf[:i+1])
+	return err
+}
 
 func readChunkSize(br *bufio.Reader) (int64, error) {
 	line, err := br.ReadSlice('\n')
@@ -276,6 +418,11 @@ func readChunkSize(br *bufio.Reader) (int64, error) {
 		}
 		return 0, err
 	}
+	return parseChunkSize(line)
+}
+
+// parseChunkSize parses one chunk-size line, extensions ignored.
+func parseChunkSize(line []byte) (int64, error) {
 	line = trimCRLF(line)
 	// Chunk extensions (";name=value") carry nothing we forward.
 	for i, c := range line {

@@ -4,9 +4,11 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"net"
+	"strings"
+	"syscall"
 	"time"
 
-	"github.com/switchyard/switchyard/config"
 	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
 )
@@ -17,14 +19,24 @@ type Handler struct {
 	log    *zap.Logger
 	access *zap.Logger
 	mirror *Mirror
+	// client holds the client-facing limits, fixed at start.
+	client ClientLimits
+	// loopID names this process in the loop header.
+	loopID []byte
 }
 
 // SetMirror enables shadow traffic through m. Call before serving.
 func (h *Handler) SetMirror(m *Mirror) { h.mirror = m }
 
 // NewHandler returns the traffic handler routing by r's snapshots.
+// Client-facing limits come from the config it was started with; they
+// take a restart to change.
 func NewHandler(r *Router, log *zap.Logger) *Handler {
-	return &Handler{router: r, log: log, access: log.Named("access")}
+	return &Handler{
+		router: r, log: log, access: log.Named("access"),
+		client: clientLimits(r.Config()),
+		loopID: appendRequestID(nil)[:16],
+	}
 }
 
 // Canned error bodies: short, JSON, with no addresses a client should not
@@ -46,7 +58,14 @@ func (h *Handler) ServeHTTP(ctx *fasthttp.RequestCtx) {
 	pool, canary := snap.route(ctx)
 
 	if snap.maxBody > 0 && len(ctx.Request.Body()) > snap.maxBody {
-		writeError(ctx, pool, fasthttp.StatusRequestEntityTooLarge, bodyTooLarge)
+		h.refuse(ctx, pool, clientBodyTooLarge, fasthttp.StatusRequestEntityTooLarge, bodyTooLarge)
+		return
+	}
+	if !h.screen(ctx, pool) {
+		return
+	}
+	if pool.h2only {
+		h.refuseHTTP1(ctx, pool)
 		return
 	}
 	clientClose := ctx.Request.Header.ConnectionClose()
@@ -79,7 +98,8 @@ func (h *Handler) ServeHTTP(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	ex.scratch = prepareRequest(ctx, ex.scratch)
-	if pool.balance == config.BalanceGPU {
+	ex.scratch = h.markLoop(&ctx.Request.Header, ex.scratch)
+	if pool.loadReports {
 		// Ask vLLM and Triton for an in-band load report (ORCA).
 		ctx.Request.Header.Set(orcaRequestHeader, "text")
 	}
@@ -106,7 +126,7 @@ func (h *Handler) ServeHTTP(ctx *fasthttp.RequestCtx) {
 		kind := errKind(err)
 		pool.metrics.errors[kind].Inc()
 		pool.recordFailure(b, time.Now(), h.log)
-		if attempt == 0 && retryable(err, ctx) {
+		if attempt == 0 && retryable(err, ctx, pool, b, snap) {
 			next := pool.pick(b, now)
 			if next == nil {
 				next = b
@@ -139,37 +159,55 @@ func (h *Handler) ServeHTTP(ctx *fasthttp.RequestCtx) {
 		ctx.Response.SetConnectionClose()
 	}
 	switch {
-	case ex.mode == bodyNone:
-		h.finish(ex, nil)
-	case ex.mode == bodyFixed && ex.remaining <= inlineBodyMax && int64(ex.conn.br.Buffered()) >= ex.remaining:
-		// The usual small answer came with its headers: copy it out and
-		// free the connection now, without a body stream.
-		n := int(ex.remaining)
-		body, _ := ex.conn.br.Peek(n)
-		ctx.Response.SetBody(body)
-		_, _ = ex.conn.br.Discard(n)
-		ex.remaining, ex.done = 0, true
+	case ex.mode == bodyNone || ex.buffered:
+		// The whole answer is in ctx.Response: the connection is free.
 		h.finish(ex, nil)
 	case ex.mode == bodyFixed:
+		ex.client, ex.clientWrite = ctx.Conn(), h.client.WriteTimeout
 		ctx.Response.SetBodyStream(ex, int(ex.remaining))
 	case !ctx.Request.Header.IsHTTP11():
-		// An HTTP/1.0 client cannot take chunks, and fasthttp cannot end
-		// a body by closing: hand it the whole body with a length. Rare
-		// enough that its allocation does not matter.
-		body, err := io.ReadAll(io.LimitReader(ex, int64(snap.maxBody)+1<<30))
-		ctx.Response.SetBody(body)
-		if err != nil {
-			ctx.Response.Reset()
-			writeError(ctx, pool, fasthttp.StatusBadGateway, bodyBadGateway)
-		}
-		h.finish(ex, err)
+		// An HTTP/1.0 client cannot take chunks: stream the body as it
+		// comes and end it by closing the connection.
+		h.streamToClose(ctx, ex)
 	default:
 		// Unknown length: re-chunk to the client and send the headers
 		// at once, so a token stream shows its first event immediately.
+		ex.client, ex.clientWrite = ctx.Conn(), h.client.WriteTimeout
 		ctx.Response.ImmediateHeaderFlush = true
 		ctx.Response.SetBodyStream(ex, -1)
 	}
 }
+
+// streamToClose answers an HTTP/1.0 client with a body of unknown length
+// the way HTTP/1.0 allows: no length, and the end of the body is the end
+// of the connection. fasthttp always frames a stream, so the handler takes
+// the connection over once it returns. Rare enough that its allocations do
+// not matter; its memory is one copy buffer, whatever the body's size.
+func (h *Handler) streamToClose(ctx *fasthttp.RequestCtx, ex *exchange) {
+	hdr := &ctx.Response.Header
+	hdr.Del("Transfer-Encoding")
+	hdr.SetContentLength(-2)
+	hdr.SetConnectionClose()
+	head := hdr.AppendBytes(nil)
+	ctx.HijackSetNoResponse(true)
+	ctx.Hijack(func(c net.Conn) {
+		ex.client, ex.clientWrite = c, h.client.WriteTimeout
+		_ = c.SetWriteDeadline(time.Now().Add(h.client.WriteTimeout))
+		_, err := c.Write(head)
+		if err == nil {
+			buf := make([]byte, 32<<10)
+			_, err = io.CopyBuffer(writerOnly{c}, ex, buf)
+		}
+		if ex.readErr != nil && errors.Is(err, ex.readErr) {
+			err = nil // the backend's fault, counted in finish
+		}
+		h.finish(ex, err)
+	})
+}
+
+// writerOnly hides a connection's ReadFrom so that io.CopyBuffer goes
+// through the exchange's Read, which moves the deadlines.
+type writerOnly struct{ io.Writer }
 
 // finish ends an exchange: the connection goes back to the pool only if
 // the body was read to its end; the counters the drain waits on drop.
@@ -234,10 +272,6 @@ func (h *Handler) logAccess(ex *exchange, status int, took time.Duration, writeE
 	h.access.Info("request", fields...)
 }
 
-// inlineBodyMax is the largest answer copied out of the read buffer at
-// once rather than streamed.
-const inlineBodyMax = connReadBufferSize
-
 var (
 	headerColorKey   = []byte(HeaderColor)
 	headerVersionKey = []byte(HeaderVersion)
@@ -264,9 +298,13 @@ func writeErrorBody(ctx *fasthttp.RequestCtx, status int, body []byte) {
 }
 
 // retryable reports whether a failed exchange may go to another backend:
-// always when nothing was sent, otherwise only for idempotent methods, and
-// never after a timeout, which would double the load on a slow model.
-func retryable(err error, ctx *fasthttp.RequestCtx) bool {
+// always when nothing was sent; never after a timeout, which would double
+// the load on a slow model; for idempotent methods, or any method where the
+// pool allows it (retry_non_idempotent); and when a reused connection
+// ended without a byte of answer from a backend that now refuses
+// connections: a stopped server closed it as the request went out, and
+// cannot have run it.
+func retryable(err error, ctx *fasthttp.RequestCtx, p *Pool, b *Backend, s *Snapshot) bool {
 	var de *dialError
 	if errors.As(err, &de) {
 		return true
@@ -274,7 +312,22 @@ func retryable(err error, ctx *fasthttp.RequestCtx) bool {
 	if isTimeout(err) {
 		return false
 	}
-	return isIdempotent(&ctx.Request.Header)
+	if isIdempotent(&ctx.Request.Header) || p.retryNonIdempotent {
+		return true
+	}
+	var se *silentError
+	return errors.As(err, &se) && refusesConnections(b.addr, s.connectTimeout)
+}
+
+// refusesConnections dials addr once: a refusal means no process listens
+// there any more. Any other outcome (accepted, timed out) proves nothing.
+func refusesConnections(addr string, timeout time.Duration) bool {
+	c, err := net.DialTimeout("tcp", addr, min(timeout, 250*time.Millisecond))
+	if err == nil {
+		_ = c.Close()
+		return false
+	}
+	return errors.Is(err, syscall.ECONNREFUSED)
 }
 
 func isIdempotent(h *fasthttp.RequestHeader) bool {
@@ -313,15 +366,44 @@ func (h *Handler) logFailure(p *Pool, b *Backend, err error) {
 
 // ErrorHandler answers requests fasthttp could not parse, in the same JSON
 // shape as proxy errors and labelled with the active pool like every
-// other answer.
+// other answer. These are the client's errors: no backend was involved.
 func (h *Handler) ErrorHandler(ctx *fasthttp.RequestCtx, err error) {
 	setPoolHeaders(ctx, h.router.snap.Load().ActivePool())
+	kind := clientBadRequest
+	var small *fasthttp.ErrSmallBuffer
 	switch {
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		kind = clientBodyTooLarge
 		writeErrorBody(ctx, fasthttp.StatusRequestEntityTooLarge, bodyTooLarge)
+	case errors.As(err, &small):
+		kind = clientHeadTooLarge
+		if requestLineTooLong(err) {
+			writeErrorBody(ctx, fasthttp.StatusRequestURITooLong, bodyURITooLong)
+		} else {
+			writeErrorBody(ctx, fasthttp.StatusRequestHeaderFieldsTooLarge, bodyHeadTooLarge)
+		}
 	case isTimeout(err):
+		kind = clientTimeout
 		writeErrorBody(ctx, fasthttp.StatusRequestTimeout, bodyRequestTime)
 	default:
 		writeErrorBody(ctx, fasthttp.StatusBadRequest, bodyBadRequest)
 	}
+	h.router.metrics.clientErrors[kind].Inc()
+}
+
+// requestLineTooLong tells a request line that overflowed the head buffer
+// (414) from headers that did (431). fasthttp reports only an error whose
+// text quotes the first 200 bytes of what it read; no line break among
+// them means the request line alone is longer than that.
+func requestLineTooLong(err error) bool {
+	msg := err.Error()
+	i := strings.Index(msg, "contents: ")
+	if i < 0 {
+		return false
+	}
+	head := msg[i:]
+	if j := strings.Index(head, "..."); j >= 0 {
+		head = head[:j]
+	}
+	return !strings.Contains(head, `\n`)
 }

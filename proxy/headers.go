@@ -69,6 +69,11 @@ func dropConnectionTokens(lines [][]byte, scratch []byte, del func([]byte)) []by
 func prepareRequest(ctx *fasthttp.RequestCtx, scratch []byte) []byte {
 	h := &ctx.Request.Header
 	scratch = dropConnectionTokens(h.PeekAll("Connection"), scratch, h.DelBytes)
+	// fasthttp keeps a chunked body's trailers and, once the Trailer header
+	// goes, would send them as headers: a client could smuggle a header
+	// past every check that ran on the head. Fields sent after the body
+	// are not the backend's business.
+	scratch = dropConnectionTokens(h.PeekAll("Trailer"), scratch, h.DelBytes)
 	for _, name := range hopHeaders {
 		h.Del(name)
 	}

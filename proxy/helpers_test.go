@@ -24,9 +24,10 @@ import (
 
 // gateway is a running proxy on a loopback port, for tests.
 type gateway struct {
-	URL    string
-	Router *Router
-	server *fasthttp.Server
+	URL     string
+	Router  *Router
+	Metrics *prometheus.Registry
+	server  *fasthttp.Server
 }
 
 // testConfig parses a YAML config with blue and green backends filled in.
@@ -47,7 +48,8 @@ func startGateway(t testing.TB, cfg *config.Config) *gateway {
 		log = zaptest.NewLogger(tt, zaptest.Level(zap.WarnLevel))
 	}
 	reg := NewRegistry(RegistryOptions{StartReady: true})
-	r := NewRouter(cfg, Options{Registry: reg, Metrics: NewMetrics(prometheus.NewRegistry()), Log: log})
+	promReg := prometheus.NewRegistry()
+	r := NewRouter(cfg, Options{Registry: reg, Metrics: NewMetrics(promReg), Log: log})
 	h := NewHandler(r, log)
 	srv := NewServer(h, cfg.Proxy.MaxRequestBodyBytes)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -63,7 +65,7 @@ func startGateway(t testing.TB, cfg *config.Config) *gateway {
 		r.Close()
 		reg.CloseIdle()
 	})
-	return &gateway{URL: "http://" + ln.Addr().String(), Router: r, server: srv}
+	return &gateway{URL: "http://" + ln.Addr().String(), Router: r, Metrics: promReg, server: srv}
 }
 
 // colorServer is a backend answering with its name in a header and body.
@@ -281,4 +283,20 @@ func await(t testing.TB, ch <-chan result) result {
 		require.FailNow(t, "the request never completed")
 		return result{}
 	}
+}
+
+// counterSum adds up every series of the counter named name in reg.
+func counterSum(t testing.TB, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	require.NoError(t, err)
+	sum := 0.0
+	for _, f := range families {
+		if f.GetName() == name {
+			for _, m := range f.GetMetric() {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
 }

@@ -21,6 +21,14 @@ type Metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	errors   *prometheus.CounterVec
+	// grpc counts gRPC calls by status code; streams gauges HTTP/2
+	// requests (gRPC streams included) in flight.
+	grpc    *prometheus.CounterVec
+	streams *prometheus.GaugeVec
+
+	// clientErrors counts requests the gateway answered itself because
+	// the client got something wrong; they never count against a backend.
+	clientErrors [clientErrKinds]prometheus.Counter
 
 	switches   *prometheus.CounterVec
 	swap       prometheus.Histogram
@@ -57,6 +65,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Failed exchanges with backends, by pool color, model version and kind (connect, timeout, 5xx, reset).",
 		}, []string{"color", "version", "kind"}),
 	}
+	m.grpc = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "switchyard_grpc_requests_total",
+		Help: "gRPC calls proxied, by pool color, model version and gRPC status code (OK, UNAVAILABLE, DEADLINE_EXCEEDED, ...).",
+	}, []string{"color", "version", "grpc_code"})
+	m.streams = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "switchyard_http2_streams_inflight",
+		Help: "HTTP/2 requests in flight per pool color, gRPC streams included; also counted in switchyard_inflight_requests.",
+	}, []string{"color"})
 	m.switches = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "switchyard_switches_total",
 		Help: "Color switches asked for, by trigger (admin, rollback, file, auto-rollback, ...) and result (ok, refused, forced, rolled_back).",
@@ -75,7 +91,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "switchyard_drain_stragglers_total",
 		Help: "Requests still in flight when a drain timed out, by color; they were left running, not cut.",
 	}, []string{"color"})
-	reg.MustRegister(m.requests, m.duration, m.errors, m.switches, m.swap, m.drain, m.stragglers)
+	clientErrors := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "switchyard_client_errors_total",
+		Help: "Requests the gateway refused itself, by reason (bad_request, body_too_large, header_too_large, timeout, method, loop); no backend saw them.",
+	}, []string{"reason"})
+	for i, name := range clientErrNames {
+		m.clientErrors[i] = clientErrors.WithLabelValues(name)
+	}
+	reg.MustRegister(m.requests, m.duration, m.errors, m.grpc, m.streams, clientErrors, m.switches, m.swap, m.drain, m.stragglers)
 	return m
 }
 
@@ -85,6 +108,9 @@ type poolMetrics struct {
 	byClass  [6]prometheus.Counter
 	duration prometheus.Observer
 	errors   [errKinds]prometheus.Counter
+	// grpcCodes is indexed by gRPC code.
+	grpcCodes [grpcCodes]prometheus.Counter
+	streams   prometheus.Gauge
 }
 
 func (m *Metrics) forPool(color, version string) *poolMetrics {
@@ -96,6 +122,10 @@ func (m *Metrics) forPool(color, version string) *poolMetrics {
 	for i, k := range errKindNames {
 		pm.errors[i] = m.errors.WithLabelValues(color, version, k)
 	}
+	for i := range pm.grpcCodes {
+		pm.grpcCodes[i] = m.grpc.WithLabelValues(color, version, grpcCodeName(i))
+	}
+	pm.streams = m.streams.WithLabelValues(color)
 	return pm
 }
 

@@ -73,6 +73,9 @@ type mirrorJob struct {
 	req           fasthttp.Request
 	to            config.Color
 	primaryStatus int
+	// grpc, when set, is a unary gRPC call to copy instead of req
+	// (mirror_grpc.go).
+	grpc *grpcCopy
 }
 
 var mirrorJobs = sync.Pool{New: func() any { return new(mirrorJob) }}
@@ -159,6 +162,7 @@ func (m *Mirror) enqueue(job *mirrorJob, primaryStatus int) {
 
 func releaseMirrorJob(job *mirrorJob) {
 	job.req.Reset()
+	job.grpc = nil
 	mirrorJobs.Put(job)
 }
 
@@ -171,7 +175,11 @@ func (m *Mirror) work(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case job := <-m.jobs:
-			m.send(job, resp)
+			if job.grpc != nil {
+				m.sendGRPC(ctx, job)
+			} else {
+				m.send(job, resp)
+			}
 			releaseMirrorJob(job)
 		}
 	}

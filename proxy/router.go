@@ -102,6 +102,18 @@ func NewRouter(cfg *config.Config, opts Options) *Router {
 // Snapshot returns the routing state now. It is immutable.
 func (r *Router) Snapshot() *Snapshot { return r.snap.Load() }
 
+// ActiveColor returns the color receiving traffic now.
+func (r *Router) ActiveColor() config.Color { return r.snap.Load().Active }
+
+// SetExplainer sets what says why a backend is not ready, for switch
+// refusals. The health checker, built after the router because it follows
+// the router's active color, is set here during assembly.
+func (r *Router) SetExplainer(explain func(*Backend) string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.explain = explain
+}
+
 // Registry returns the backend registry.
 func (r *Router) Registry() *Registry { return r.reg }
 
@@ -138,11 +150,13 @@ func (r *Router) build(cfg *config.Config, active config.Color, gen uint64) *Sna
 		headerTimeout:  t.ResponseHeader.D(),
 		totalTimeout:   t.Total.D(),
 		idleTimeout:    t.Idle.D(),
+		bodyIdle:       t.BodyIdle.D(),
 	}
 	if cfg.Log.Access.Enabled {
 		s.accessSample = cfg.Log.Access.Sample
 	}
 	s.traffic = planFromConfig(cfg, active, cfg.Proxy.MaxRequestBodyBytes)
+	policies := selectors()
 	for _, color := range []config.Color{config.Blue, config.Green} {
 		pc := cfg.Pools.Get(color)
 		p := &Pool{
@@ -151,7 +165,7 @@ func (r *Router) build(cfg *config.Config, active config.Color, gen uint64) *Sna
 			MaxConcurrency: int64(pc.MaxConcurrency),
 			colorValue:     []byte(color),
 			versionValue:   []byte(pc.Version),
-			balance:        pc.Balance,
+			selector:       policies[pc.Balance],
 			inflight:       &r.inflight[colorIndex(color)],
 			stats:          &r.stats[colorIndex(color)],
 			outlier: outlierPolicy{
@@ -159,11 +173,20 @@ func (r *Router) build(cfg *config.Config, active config.Color, gen uint64) *Sna
 				base:        cfg.Outlier.BaseEjection.D(),
 				maxPercent:  cfg.Outlier.MaxEjectionPercent,
 			},
-			maxQueue:     int64(pc.MaxQueue),
-			queueTimeout: pc.QueueTimeout.D(),
-			wake:         make(chan struct{}, 1),
-			metrics:      r.metrics.forPool(string(color), pc.Version),
+			maxQueue:           int64(pc.MaxQueue),
+			retryNonIdempotent: pc.RetryNonIdempotent,
+			queueTimeout:       pc.QueueTimeout.D(),
+			wake:               make(chan struct{}, 1),
+			metrics:            r.metrics.forPool(string(color), pc.Version),
+			protocol:           pc.Protocol,
+			h2only:             pc.Protocol == config.ProtocolH2C || pc.Protocol == config.ProtocolGRPC,
+			upstream:           newUpstream(pc, cfg, r.log),
 		}
+		if p.selector == nil {
+			// Validation names every policy; an empty name is the default.
+			p.selector = policies[config.BalanceLeastInflight]
+		}
+		_, p.loadReports = p.selector.(loadReporting)
 		for _, entry := range pc.Backends {
 			for _, addr := range r.expand(entry) {
 				p.Backends = append(p.Backends, r.reg.Get(addr))

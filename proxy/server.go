@@ -6,13 +6,45 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/switchyard/switchyard/config"
 	"github.com/valyala/fasthttp"
 )
+
+// ClientLimits bound what one client connection may cost the gateway. A
+// client that sends slowly, reads slowly or not at all, or sends an
+// oversized head loses its own connection, not anyone else's slot.
+type ClientLimits struct {
+	// HeaderTimeout bounds the request head from its first byte.
+	HeaderTimeout time.Duration
+	// ReadTimeout bounds the request body once the head arrived.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds each wait for the client to take more of the
+	// answer: a small answer as a whole, each piece of a streamed one.
+	WriteTimeout time.Duration
+	// IdleTimeout closes a keep-alive connection with no request.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes caps the request line and headers together.
+	MaxHeaderBytes int
+}
+
+// clientLimits reads the limits from cfg.
+func clientLimits(cfg *config.Config) ClientLimits {
+	c := cfg.Proxy.Client
+	return ClientLimits{
+		HeaderTimeout:  c.HeaderTimeout.D(),
+		ReadTimeout:    c.ReadTimeout.D(),
+		WriteTimeout:   c.WriteTimeout.D(),
+		IdleTimeout:    c.IdleTimeout.D(),
+		MaxHeaderBytes: c.MaxHeaderBytes,
+	}
+}
 
 // NewServer returns the traffic listener's fasthttp server around h.
 // maxBody is the hard cap on request bodies; the snapshot's limit, which a
 // reload may lower, is checked per request.
 func NewServer(h *Handler, maxBody int) *fasthttp.Server {
+	lim := h.client
+	bodyConf := fasthttp.RequestConfig{ReadTimeout: lim.ReadTimeout}
 	return &fasthttp.Server{
 		// Connection-level errors (a client sending junk, a body over the
 		// limit) already got their answer; keep them out of stderr.
@@ -24,12 +56,19 @@ func NewServer(h *Handler, maxBody int) *fasthttp.Server {
 		NoDefaultServerHeader:        true,
 		NoDefaultContentType:         true,
 		DisablePreParseMultipartForm: true,
-		// Client keep-alive: long enough for load balancers in front of
-		// us, which reuse connections for minutes.
-		IdleTimeout: 90 * time.Second,
-		// Headers and body of a request must arrive in reasonable time;
-		// the response may take as long as inference does.
-		ReadTimeout:     60 * time.Second,
+		ReadBufferSize:               lim.MaxHeaderBytes,
+		// fasthttp's ReadTimeout runs from a request's first byte to the
+		// end of its head (a slowloris sends a head forever); once the
+		// head is in, the body gets its own budget.
+		ReadTimeout: lim.HeaderTimeout,
+		HeaderReceived: func(hdr *fasthttp.RequestHeader) fasthttp.RequestConfig {
+			if hdr.ContentLength() == 0 {
+				return fasthttp.RequestConfig{}
+			}
+			return bodyConf
+		},
+		WriteTimeout:    lim.WriteTimeout,
+		IdleTimeout:     lim.IdleTimeout,
 		CloseOnShutdown: true,
 	}
 }

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"math/rand/v2"
 	"sync/atomic"
 	"time"
 
@@ -25,6 +24,7 @@ type Snapshot struct {
 	headerTimeout  time.Duration
 	totalTimeout   time.Duration
 	idleTimeout    time.Duration
+	bodyIdle       time.Duration
 	// accessSample is the share of requests access-logged; 0 is off.
 	accessSample float64
 	traffic      trafficPlan
@@ -56,20 +56,33 @@ type Pool struct {
 	// colorValue and versionValue are the response header values.
 	colorValue, versionValue []byte
 
-	balance string
-	rr      atomic.Uint64
-	outlier outlierPolicy
+	// selector is the balancing policy; loadReports is set when it asks
+	// backends for in-band load reports.
+	selector    Selector
+	loadReports bool
+	rr          atomic.Uint64
+	outlier     outlierPolicy
 	// Queueing when every backend is at MaxConcurrency.
 	maxQueue     int64
 	queueTimeout time.Duration
-	waiting      atomic.Int64
-	wake         chan struct{}
+	// retryNonIdempotent allows one retry of any method, not just
+	// idempotent ones.
+	retryNonIdempotent bool
+	waiting            atomic.Int64
+	wake               chan struct{}
 	// inflight is the color's counter, owned by the Router so it survives
 	// snapshots: the drain watches it.
 	inflight *atomic.Int64
 	// stats is the color's rolling record for release analysis.
 	stats   *Stats
 	metrics *poolMetrics
+	// protocol is what the backends speak (config.Protocol*), and
+	// upstream how the HTTP/2 side reaches them (h2.go).
+	protocol string
+	upstream *upstream
+	// h2only is set when the backends take HTTP/2 only (h2c, grpc), which
+	// the HTTP/1.1 path cannot send.
+	h2only bool
 }
 
 // Inflight returns the requests open on this color.
@@ -86,83 +99,7 @@ func (p *Pool) ReadyBackends() int {
 	return n
 }
 
-// p2cThreshold is the pool size above which least_inflight samples two
-// backends instead of scanning all: at 1,000 backends a full scan costs
-// microseconds per request, while two random choices stay close to optimal.
-const p2cThreshold = 32
-
 // pick selects a usable backend other than skip, or nil.
 func (p *Pool) pick(skip *Backend, now int64) *Backend {
-	n := len(p.Backends)
-	if n == 0 {
-		return nil
-	}
-	switch {
-	case p.balance == config.BalanceRoundRobin:
-		start := int(p.rr.Add(1) % uint64(n))
-		for i := range n {
-			b := p.Backends[(start+i)%n]
-			if b != skip && b.usable(now, p.MaxConcurrency) {
-				return b
-			}
-		}
-		return nil
-	case p.balance == config.BalanceGPU || n > p2cThreshold:
-		if b := p.pickTwo(skip, now); b != nil {
-			return b
-		}
-	}
-	return p.pickLeast(skip, now)
-}
-
-// pickLeast scans for the fewest in flight, starting at a random offset
-// so that ties spread evenly without a shared counter bouncing between
-// cores.
-func (p *Pool) pickLeast(skip *Backend, now int64) *Backend {
-	n := len(p.Backends)
-	start := int(rand.Uint64N(uint64(n)))
-	var best *Backend
-	var bestLoad int64
-	for i := range n {
-		b := p.Backends[(start+i)%n]
-		if b == skip || !b.usable(now, p.MaxConcurrency) {
-			continue
-		}
-		if load := p.load(b); best == nil || load < bestLoad {
-			best, bestLoad = b, load
-		}
-	}
-	return best
-}
-
-// pickTwo is power of two choices: the less loaded of two random usable
-// backends. It returns nil when sampling found none, and the caller scans.
-func (p *Pool) pickTwo(skip *Backend, now int64) *Backend {
-	n := uint64(len(p.Backends))
-	var a, b *Backend
-	for range 4 {
-		c := p.Backends[rand.Uint64N(n)]
-		if c == skip || !c.usable(now, p.MaxConcurrency) {
-			continue
-		}
-		if a == nil {
-			a = c
-		} else if c != a {
-			b = c
-			break
-		}
-	}
-	if b == nil || (a != nil && p.load(a) <= p.load(b)) {
-		return a
-	}
-	return b
-}
-
-// load is the selection score: our own in-flight count, plus, for the gpu
-// policy, the queue and memory pressure the backend reports.
-func (p *Pool) load(b *Backend) int64 {
-	if p.balance == config.BalanceGPU {
-		return b.inflight.Load() + b.score.Load()
-	}
-	return b.inflight.Load()
+	return p.selector.Select(p, skip, now)
 }

@@ -70,6 +70,14 @@ func (s *Stats) record(now time.Time, failed, differs bool, took time.Duration) 
 	sl.lat[i].Add(1)
 }
 
+// Record adds one request that ended at at and took took, as the handler
+// and the mirror record theirs: failed is a 5xx or a broken exchange,
+// differs a shadow answer whose status class differed from the live one.
+// Analysis tests use it to replay traffic on a clock of their own.
+func (s *Stats) Record(at time.Time, failed, differs bool, took time.Duration) {
+	s.record(at, failed, differs, took)
+}
+
 // Window summarizes a span of Stats.
 type Window struct {
 	Requests uint64 `json:"requests"`
@@ -111,15 +119,49 @@ func (s *Stats) Summary(from, to time.Time) Window {
 		if sl.sec.Load() != sec {
 			continue
 		}
-		w.Requests += sl.requests.Load()
-		w.Errors += sl.errors.Load()
-		w.Differs += sl.diffs.Load()
-		for i := range sl.lat {
-			w.lat[i] += sl.lat[i].Load()
-		}
+		w.add(sl)
 	}
 	w.P99 = w.quantile(0.99)
 	return w
+}
+
+// Quantile returns the upper bound of the latency bucket holding quantile
+// q (0 to 1) of the window's requests, e.g. 0.5 for the median; 0 without
+// requests.
+func (w Window) Quantile(q float64) time.Duration { return w.quantile(q) }
+
+// Paired summarizes a and b over the whole seconds from..to (inclusive) in
+// which both recorded at least one request, and only those: two colors
+// compared this way were measured under the same load on the machine, so
+// a difference between them is the colors', not the moment's. A second
+// only one of them had traffic in counts for neither.
+func Paired(a, b *Stats, from, to time.Time) (Window, Window) {
+	var wa, wb Window
+	lo, hi := from.Unix(), to.Unix()
+	if hi-lo >= statsSlots {
+		lo = hi - statsSlots + 1
+	}
+	for sec := lo; sec <= hi; sec++ {
+		sa, sb := &a.slots[sec%statsSlots], &b.slots[sec%statsSlots]
+		if sa.sec.Load() != sec || sb.sec.Load() != sec || sa.requests.Load() == 0 || sb.requests.Load() == 0 {
+			continue
+		}
+		wa.add(sa)
+		wb.add(sb)
+	}
+	wa.P99 = wa.quantile(0.99)
+	wb.P99 = wb.quantile(0.99)
+	return wa, wb
+}
+
+// add adds one second's counts to w.
+func (w *Window) add(sl *statsSlot) {
+	w.Requests += sl.requests.Load()
+	w.Errors += sl.errors.Load()
+	w.Differs += sl.diffs.Load()
+	for i := range sl.lat {
+		w.lat[i] += sl.lat[i].Load()
+	}
 }
 
 func (w *Window) quantile(q float64) time.Duration {

@@ -109,7 +109,8 @@ func TestStream_BackendDeathMidStreamTruncatesClientBody(t *testing.T) {
 		{desc: "chunked body cut between chunks", response: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"},
 		{desc: "chunked body cut inside a chunk", response: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n20\r\nhello"},
 		{desc: "chunked body with a malformed chunk", response: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\njunk\r\n"},
-		{desc: "Content-Length body cut short", response: "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello"},
+		// Smaller answers are read whole first: see TestDyingBackend_*.
+		{desc: "Content-Length body over the buffering limit cut short", response: "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\nhello"},
 	}
 	for _, test := range testCases {
 		t.Run(test.desc, func(t *testing.T) {

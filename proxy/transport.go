@@ -29,15 +29,29 @@ type upstreamConn struct {
 	// rc and probe check an idle connection before reuse; nil for
 	// connections that are not sockets (in-memory pipes in tests).
 	rc    syscall.RawConn
-	probe func(fd uintptr) bool
-	alive bool
+	probe func(fd uintptr)
+	quiet bool
 }
 
-// idleAlive reports whether an idle connection is still open: the backend
-// has neither closed it nor sent anything unasked. It peeks at the socket
-// without blocking, so a request is never written into a connection the
-// backend already closed; once written, a request that gets no answer may
-// have run, and only idempotent ones are replayed.
+// idleAlive reports whether an idle connection may carry a request: the
+// backend has neither closed it nor sent anything since its last answer.
+//
+// The rule is that nothing may arrive on a connection outside an exchange:
+// bytes that come while no request is outstanding are a stray answer (a
+// buggy backend, a second response, the tail of a smuggled one), and a
+// connection that got them is closed, never reused. put enforces it for
+// bytes that came with the answer, this check (run just before a request
+// is written, and by the reaper) for bytes that came later.
+//
+// What this cannot cover: HTTP/1.1 answers carry no request id, so bytes
+// that arrive after a request was written on the connection are, on the
+// wire, that request's answer. Such a stray goes to that one client. The
+// backend's real answer then arrives after it; if the connection is idle
+// by then, the rule closes it and the answer reaches no one, but if the
+// next request was already written, that request takes it, and the shift
+// lasts until the connection falls idle or breaks. So we guarantee that
+// bytes arriving while no request is outstanding never reach a client,
+// not that a backend which answers unasked cannot misdirect an answer.
 func (c *upstreamConn) idleAlive() bool {
 	if c.br.Buffered() > 0 {
 		return false // bytes nobody asked for: the stream is out of step
@@ -45,11 +59,14 @@ func (c *upstreamConn) idleAlive() bool {
 	if c.rc == nil {
 		return true
 	}
-	c.alive = false
-	if err := c.rc.Read(c.probe); err != nil {
+	c.quiet = false
+	// Control, not Read: Read fails once the last exchange's deadline has
+	// passed, which would drop every connection idle for longer than the
+	// response_header timeout.
+	if err := c.rc.Control(c.probe); err != nil {
 		return false
 	}
-	return c.alive
+	return c.quiet
 }
 
 // transport is a keep-alive HTTP/1.1 connection pool to one backend.
@@ -115,12 +132,14 @@ func (t *transport) dialNew(timeout time.Duration) (*upstreamConn, error) {
 			// Built once per connection so the check allocates nothing.
 			var buf [1]byte
 			c.rc = rc
-			c.probe = func(fd uintptr) bool {
-				n, _, err := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-				// EAGAIN: open and quiet. 0 bytes: closed. Data or any
-				// other error: unusable.
-				c.alive = n < 0 && (err == syscall.EAGAIN || err == syscall.EWOULDBLOCK)
-				return true
+			c.probe = func(fd uintptr) {
+				// Peek one byte without blocking. Only EAGAIN means open
+				// and quiet (the raw syscall then returns n = -1); a byte
+				// is a stray answer, n = 0 with no error is the backend's
+				// FIN, and any other error a reset: all unusable. Decide
+				// on err alone, so that no return value is misread.
+				_, _, err := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+				c.quiet = err == syscall.EAGAIN || err == syscall.EWOULDBLOCK
 			}
 		}
 	}
@@ -131,7 +150,8 @@ func (t *transport) dialNew(timeout time.Duration) (*upstreamConn, error) {
 func (t *transport) put(c *upstreamConn, now time.Time) {
 	c.idleSince = now
 	c.reused = true
-	if t.retired.Load() {
+	// Bytes read past the end of the answer came outside any exchange.
+	if t.retired.Load() || c.br.Buffered() > 0 {
 		t.close(c)
 		return
 	}
@@ -160,6 +180,30 @@ func (t *transport) closeIdle() {
 	}
 }
 
+// reap closes the idle connections that are maxIdle old or more, or that
+// the backend closed or wrote to while idle, and keeps the others in their
+// order. Each connection leaves the pool only while it is checked, so a
+// request arriving meanwhile finds the rest.
+func (t *transport) reap(now time.Time, maxIdle time.Duration) {
+	for n := len(t.idle); n > 0; n-- {
+		var c *upstreamConn
+		select {
+		case c = <-t.idle:
+		default:
+			return // requests took the rest
+		}
+		if now.Sub(c.idleSince) >= maxIdle || !c.idleAlive() {
+			t.close(c)
+			continue
+		}
+		select {
+		case t.idle <- c:
+		default:
+			t.close(c) // the pool filled up meanwhile
+		}
+	}
+}
+
 // dialError marks a failure to connect: the request was never sent, so it
 // is always safe to try another backend.
 type dialError struct{ err error }
@@ -167,7 +211,11 @@ type dialError struct{ err error }
 func (e *dialError) Error() string { return "dial: " + e.err.Error() }
 func (e *dialError) Unwrap() error { return e.err }
 
+// isTimeout reports whether err is a deadline that passed. It asks for the
+// Timeout method alone rather than net.Error: fasthttp.ErrTimeout, which
+// reading the headers returns when a deadline passes before their first
+// byte (after an interim 1xx, say), has no Temporary method.
 func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout() || errors.Is(err, context.DeadlineExceeded)
+	var te interface{ Timeout() bool }
+	return errors.As(err, &te) && te.Timeout() || errors.Is(err, context.DeadlineExceeded)
 }

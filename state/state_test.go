@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -202,4 +203,96 @@ func TestChoose_NewestIntentWins(t *testing.T) {
 			assert.Contains(t, why, test.wantWhy)
 		})
 	}
+}
+
+// Regression test (fixed): Load read the whole file, whatever its size.
+// A record is a few hundred bytes; anything past MaxFileBytes is refused
+// unread, even when it would decode.
+func TestStore_LoadRefusesAFileLargerThanTheCap(t *testing.T) {
+	testCases := []struct {
+		desc    string
+		size    int
+		wantErr string
+	}{
+		{desc: "a valid record padded to the cap", size: MaxFileBytes},
+		{desc: "a valid record padded past the cap", size: MaxFileBytes + 1, wantErr: "larger than 65536 bytes"},
+		{desc: "a valid record padded to a megabyte", size: 1 << 20, wantErr: "larger than 65536 bytes"},
+	}
+	for _, test := range testCases {
+		t.Run(test.desc, func(t *testing.T) {
+			t.Parallel()
+			s := openStore(t)
+			rec := `{"active": "green", "at": "2026-11-28T10:00:00Z"}`
+			require.NoError(t, os.WriteFile(s.Path(), []byte(rec+strings.Repeat(" ", test.size-len(rec))), 0o644))
+
+			got, err := s.Load()
+
+			if test.wantErr == "" {
+				require.NoError(t, err)
+				assert.Equal(t, config.Green, got.Active)
+				return
+			}
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), test.wantErr)
+			assert.Contains(t, err.Error(), s.Path())
+		})
+	}
+}
+
+func TestOpen_RefusesADirectoryAsTheStateFile(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.Mkdir(filepath.Join(dir, FileName), 0o755))
+
+	_, err := Open(dir)
+
+	require.ErrorIs(t, err, ErrNotRegular)
+	assert.Contains(t, err.Error(), "is a directory; remove it")
+}
+
+// A write that fails shows in Status until one succeeds, and each failure
+// is counted.
+func TestStore_StatusReportsFailedWritesUntilOneSucceeds(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	s, err := Open(dir)
+	require.NoError(t, err)
+	assert.Equal(t, Status{Path: s.Path(), Persisted: true}, s.Status(), "a fresh writable store")
+
+	// The directory goes away under the gateway (a volume unmounted): even
+	// root cannot write there.
+	require.NoError(t, os.RemoveAll(dir))
+	for gen := uint64(2); gen <= 3; gen++ {
+		err = s.Save(Record{Active: config.Green, Trigger: "admin", At: time.Now(), Generation: gen})
+		require.Error(t, err)
+	}
+	st := s.Status()
+	assert.False(t, st.Persisted)
+	assert.EqualValues(t, 3, st.Generation)
+	assert.Contains(t, st.LastError, dir)
+	assert.NotNil(t, st.LastErrorAt)
+	assert.EqualValues(t, 2, st.WriteFailures)
+
+	require.NoError(t, os.MkdirAll(dir, 0o755))
+	require.NoError(t, s.Save(Record{Active: config.Blue, Trigger: "admin", At: time.Now(), Generation: 4}))
+	st = s.Status()
+	assert.True(t, st.Persisted)
+	assert.EqualValues(t, 4, st.Generation)
+	assert.Empty(t, st.LastError)
+	assert.Nil(t, st.LastErrorAt)
+	assert.EqualValues(t, 2, st.WriteFailures, "failures are counted since start")
+}
+
+func TestOpen_ReportsAStateDirItCannotWriteTo(t *testing.T) {
+	// /proc/self/fdinfo exists and refuses new files, even to root.
+	dir := "/proc/self/fdinfo"
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		t.Skip("needs Linux /proc")
+	}
+
+	s, err := Open(dir)
+
+	require.NoError(t, err, "an unwritable state_dir does not stop the gateway")
+	st := s.Status()
+	assert.False(t, st.Persisted)
+	assert.Contains(t, st.LastError, "state_dir /proc/self/fdinfo is not writable")
+	assert.EqualValues(t, 1, st.WriteFailures)
 }

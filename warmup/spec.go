@@ -13,7 +13,6 @@ package warmup
 import (
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"regexp"
 	"strconv"
@@ -21,11 +20,12 @@ import (
 	"time"
 
 	"github.com/switchyard/switchyard/config"
+	"github.com/switchyard/switchyard/proto/inference"
 )
 
-// Spec is a compiled config.Warmup: body read, regexp compiled, defaults
-// applied. It is read-only once built, so one Spec may serve many
-// concurrent Warm and Ping calls.
+// Spec is a compiled config.Warmup: body read, regexp compiled. It is
+// read-only once built, so one Spec may serve many concurrent Warm and
+// Ping calls.
 type Spec struct {
 	// Method and Path of the warmup request; Path starts with /.
 	Method, Path string
@@ -51,6 +51,12 @@ type Spec struct {
 	// Timeout bounds one warmup request, its transient retries included; 0
 	// means only the caller's context bounds it.
 	Timeout time.Duration
+	// GRPCModel, when set, makes warmup a KServe v2 ModelInfer of this
+	// model over gRPC (kind kserve-grpc) instead of an HTTP request;
+	// Method, Path and ExpectStatus do not apply.
+	GRPCModel string
+	// grpcRequest is Body compiled into the ModelInfer request.
+	grpcRequest *inference.ModelInferRequest
 }
 
 // Compile turns a config.Warmup into a Spec once, so that every warmup
@@ -58,23 +64,29 @@ type Spec struct {
 // body_file or regexp fails the config load instead of a warmup.
 //
 // It returns a nil Spec and a nil error when warmup is off (!w.On()).
-// Unset fields get config's defaults. A JSON body without a Content-Type
-// header gets "Content-Type: application/json", which most inference
-// servers (FastAPI, TorchServe, KServe) need to parse it.
+//
+// w is normally a pool's warmup as config.Parse returns it, complete, and
+// Compile uses it as it is: a Timeout or LatencyTarget of 0 means none, as
+// in Spec. Only for a hand-built Warmup, a zero Method, Requests,
+// MaxRequests or ExpectStatus (none of which Parse lets through) takes the
+// value of config.Default. A JSON body without a Content-Type header gets
+// "Content-Type: application/json", which most inference servers
+// (FastAPI, TorchServe, KServe) need to parse it.
 func Compile(w *config.Warmup) (*Spec, error) {
 	if w == nil || !w.On() {
 		return nil, nil
 	}
+	def := config.Default().Warmup
 	s := &Spec{
-		Method:          orDefault(w.Method, http.MethodPost),
+		Method:          orDefault(w.Method, def.Method),
 		Path:            w.Path,
-		Requests:        orDefault(w.Requests, config.DefaultWarmupRequests),
-		MaxRequests:     orDefault(w.MaxRequests, config.DefaultWarmupMaxRequests),
-		ExpectStatus:    orDefault(w.ExpectStatus, http.StatusOK),
+		Requests:        orDefault(w.Requests, def.Requests),
+		MaxRequests:     orDefault(w.MaxRequests, def.MaxRequests),
+		ExpectStatus:    orDefault(w.ExpectStatus, def.ExpectStatus),
 		ExpectJSONField: w.ExpectJSONField,
 		ExpectJSONValue: w.ExpectJSONValue,
 		LatencyTarget:   w.LatencyTarget.D(),
-		Timeout:         orDefault(w.Timeout.D(), config.DefaultWarmupTimeout),
+		Timeout:         w.Timeout.D(),
 	}
 	switch {
 	case w.Body != "" && w.BodyFile != "":
@@ -104,6 +116,13 @@ func Compile(w *config.Warmup) (*Spec, error) {
 	if !hasType && len(s.Body) > 0 && json.Valid(s.Body) {
 		s.Headers["Content-Type"] = "application/json"
 	}
+	if w.Kind == config.WarmupKServeGRPC {
+		req, err := compileInfer(w.Model, s.Body)
+		if err != nil {
+			return nil, err
+		}
+		s.GRPCModel, s.grpcRequest = w.Model, req
+	}
 	if err := s.check(); err != nil {
 		return nil, err
 	}
@@ -116,7 +135,9 @@ func (s *Spec) check() error {
 	switch {
 	case s == nil:
 		return fmt.Errorf("warmup: no spec (warmup is off); skip warmup instead of calling it, or set warmup.path")
-	case !strings.HasPrefix(s.Path, "/"):
+	case s.GRPCModel != "" && s.grpcRequest == nil:
+		return fmt.Errorf("warmup: kserve-grpc warmup of %q has no compiled request; build the Spec with Compile", s.GRPCModel)
+	case s.GRPCModel == "" && !strings.HasPrefix(s.Path, "/"):
 		return fmt.Errorf("warmup: path %q must start with /", s.Path)
 	case s.Method == "" || strings.ContainsAny(s.Method, " \t\r\n/"):
 		return fmt.Errorf("warmup: method %q is not an HTTP method (want e.g. POST)", s.Method)

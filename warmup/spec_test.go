@@ -36,7 +36,7 @@ func TestCompile_OffGivesNilSpec(t *testing.T) {
 	}
 }
 
-func TestCompile_AppliesDefaults(t *testing.T) {
+func TestCompile_HandBuiltConfigGetsDefaultsOnlyWhereZeroIsInvalid(t *testing.T) {
 	t.Parallel()
 	spec, err := Compile(&config.Warmup{Path: "/predict"})
 
@@ -48,8 +48,61 @@ func TestCompile_AppliesDefaults(t *testing.T) {
 		Requests:     config.DefaultWarmupRequests,
 		MaxRequests:  config.DefaultWarmupMaxRequests,
 		ExpectStatus: http.StatusOK,
-		Timeout:      config.DefaultWarmupTimeout,
+		// 0 means no per-request timeout in a Spec too, so it is kept.
+		Timeout: 0,
 	}, spec)
+}
+
+// Regression test for issues 11 and 13: Compile replaced a zero Timeout
+// with 30s, a second place that filled defaults after decoding. A parsed
+// config is now used exactly as decoded.
+func TestCompile_ParsedConfigIsUsedAsDecoded(t *testing.T) {
+	t.Parallel()
+	testCases := []struct {
+		desc    string
+		warmup  string
+		want    func(*Spec)
+		wantOff bool
+	}{
+		{
+			desc:   "defaults from config",
+			warmup: "{path: /predict}",
+			want: func(s *Spec) {
+				s.Timeout = config.DefaultWarmupTimeout
+			},
+		},
+		{
+			desc:   "written values",
+			warmup: "{path: /predict, latency_target: 80ms, timeout: 5s, requests: 1}",
+			want: func(s *Spec) {
+				s.LatencyTarget, s.Timeout, s.Requests = 80*time.Millisecond, 5*time.Second, 1
+			},
+		},
+		{
+			desc:    "explicitly disabled",
+			warmup:  "{path: /predict, enabled: false}",
+			wantOff: true,
+		},
+	}
+	for _, test := range testCases {
+		t.Run(test.desc, func(t *testing.T) {
+			t.Parallel()
+			cfg, err := config.Parse([]byte("warmup: " + test.warmup + "\npools:\n  blue: {version: v1, backends: [10.0.0.1:5000]}\n  green: {version: v2}\n"))
+			require.NoError(t, err)
+
+			spec, err := Compile(cfg.Pools.Blue.Warmup)
+
+			require.NoError(t, err)
+			if test.wantOff {
+				assert.Nil(t, spec)
+				return
+			}
+			want := &Spec{Method: http.MethodPost, Path: "/predict", Headers: map[string]string{},
+				Requests: config.DefaultWarmupRequests, MaxRequests: config.DefaultWarmupMaxRequests, ExpectStatus: http.StatusOK}
+			test.want(want)
+			assert.Equal(t, want, spec)
+		})
+	}
 }
 
 func TestCompile_KeepsConfiguredFields(t *testing.T) {

@@ -52,6 +52,7 @@ func (e *gaveUpError) Is(target error) bool { return target == ErrGaveUp }
 type Warmer struct {
 	client    *retryablehttp.Client
 	transport *http.Transport
+	grpc      grpcConns
 	log       *zap.Logger
 }
 
@@ -88,7 +89,10 @@ func New(log *zap.Logger) *Warmer {
 
 // Close closes the Warmer's idle connections. Call it when the Warmer is no
 // longer needed, so that no connection goroutines outlive it.
-func (w *Warmer) Close() { w.transport.CloseIdleConnections() }
+func (w *Warmer) Close() {
+	w.transport.CloseIdleConnections()
+	w.grpc.close()
+}
 
 // Result describes a warmup run, for logs and metrics.
 type Result struct {
@@ -187,6 +191,9 @@ func (w *Warmer) Ping(ctx context.Context, addr string, spec *Spec) (time.Durati
 // the answer. answered says whether an answer came back, in which case lat
 // is its latency: from sending the attempt that got it to reading its body.
 func (w *Warmer) exchange(ctx context.Context, addr string, spec *Spec) (lat time.Duration, answered bool, err error) {
+	if spec.GRPCModel != "" {
+		return w.exchangeGRPC(ctx, addr, spec)
+	}
 	rctx := ctx
 	if spec.Timeout > 0 {
 		var cancel context.CancelFunc

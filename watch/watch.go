@@ -2,7 +2,8 @@
 // file's directory, not the file, because editors replace files by rename
 // and the kubelet updates a mounted ConfigMap by swapping a "..data"
 // symlink: a watch on the file itself would go deaf after the first such
-// change.
+// change. The file is read as config.ReadFile reads a config file, within
+// config.MaxFileSize.
 package watch
 
 import (
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+	"github.com/switchyard/switchyard/config"
 	"go.uber.org/zap"
 )
 
@@ -23,12 +25,19 @@ import (
 // is read: a kubelet swap or an editor's save is a burst of events.
 const DefaultDebounce = 150 * time.Millisecond
 
-// Change is one new version of the file.
+// Change is one new version of the file, or a failure to read it.
 type Change struct {
 	Data []byte
 	Sum  [sha256.Size]byte
 	// ModTime is the file's modification time (of the symlink target).
 	ModTime time.Time
+	// Err, when set, says why the file exists but cannot be read
+	// (permission denied, a symlink loop, a directory, over
+	// config.MaxFileSize); Data is then empty. It is reported once until
+	// the error changes, and the next readable content after it is
+	// reported even when it equals the last content reported, so that a
+	// fix that brings back the running content is seen.
+	Err error
 }
 
 // Watcher reports every new content of one file exactly once.
@@ -39,6 +48,9 @@ type Watcher struct {
 	fsw      *fsnotify.Watcher
 	last     [sha256.Size]byte
 	missing  bool
+	// lastErr is the read error last reported, "" when the last read
+	// succeeded.
+	lastErr string
 }
 
 // New watches path's directory. initial is the content already loaded, so
@@ -59,8 +71,9 @@ func New(path string, initial []byte, debounce time.Duration, log *zap.Logger) (
 	return &Watcher{path: path, debounce: debounce, log: log, fsw: fsw, last: sha256.Sum256(initial)}, nil
 }
 
-// Run calls onChange with each new content until ctx is cancelled, then
-// closes the watcher. onChange runs on Run's goroutine, one at a time.
+// Run calls onChange with each new content, and each new read error,
+// until ctx is cancelled, then closes the watcher. onChange runs on Run's
+// goroutine, one at a time.
 func (w *Watcher) Run(ctx context.Context, onChange func(Change)) {
 	defer w.fsw.Close()
 	timer := time.NewTimer(time.Hour)
@@ -94,9 +107,10 @@ func (w *Watcher) Run(ctx context.Context, onChange func(Change)) {
 	}
 }
 
-// read returns the file's content if it changed since the last report.
+// read returns the file's content if it changed since the last report,
+// or a read error that differs from the last one reported.
 func (w *Watcher) read() (Change, bool) {
-	data, err := os.ReadFile(w.path)
+	data, err := config.ReadFile(w.path)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			if !w.missing {
@@ -105,8 +119,12 @@ func (w *Watcher) read() (Change, bool) {
 			}
 			return Change{}, false
 		}
+		if err.Error() == w.lastErr {
+			return Change{}, false
+		}
+		w.lastErr = err.Error()
 		w.log.Warn("reading config file failed; keeping the running config", zap.String("path", w.path), zap.Error(err))
-		return Change{}, false
+		return Change{Err: err}, true
 	}
 	if w.missing {
 		w.missing = false
@@ -118,10 +136,10 @@ func (w *Watcher) read() (Change, bool) {
 		return Change{}, false
 	}
 	sum := sha256.Sum256(data)
-	if sum == w.last {
+	if sum == w.last && w.lastErr == "" {
 		return Change{}, false
 	}
-	w.last = sum
+	w.last, w.lastErr = sum, ""
 	var mod time.Time
 	if fi, err := os.Stat(w.path); err == nil {
 		mod = fi.ModTime()

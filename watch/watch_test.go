@@ -12,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/switchyard/switchyard/config"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 )
@@ -299,4 +300,58 @@ func TestNew_MissingDirectoryIsAnError(t *testing.T) {
 
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), dir)
+}
+
+// Regression test for issue 11: a file that exists but cannot be read was
+// only logged, and its repair to the content last reported was then not
+// reported at all, so the gateway could neither record the failure nor
+// clear it.
+func TestWatcher_UnreadableFileIsReportedOnceAndItsRepairIsReported(t *testing.T) {
+	testCases := []struct {
+		desc    string
+		breakIt func(t *testing.T, path string)
+		wantErr string
+	}{
+		{
+			desc: "directory",
+			breakIt: func(t *testing.T, path string) {
+				require.NoError(t, os.Remove(path))
+				require.NoError(t, os.Mkdir(path, 0o755))
+			},
+			wantErr: "is a directory",
+		},
+		{
+			desc: "over the size limit",
+			breakIt: func(t *testing.T, path string) {
+				require.NoError(t, os.Truncate(path, config.MaxFileSize+1))
+			},
+			wantErr: "over the 4 MiB limit",
+		},
+	}
+	for _, test := range testCases {
+		t.Run(test.desc, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			path := plainFile(t, dir, oldContent)
+			calls := startWatcher(t, path, oldContent, testDebounce)
+
+			test.breakIt(t, path)
+
+			select {
+			case c := <-calls:
+				require.Error(t, c.Err)
+				assert.Contains(t, c.Err.Error(), test.wantErr)
+				assert.Empty(t, c.Data)
+			case <-time.After(5 * time.Second):
+				require.FailNow(t, "the unreadable file is not reported")
+			}
+			// The same error is not reported again on the next event.
+			require.NoError(t, os.WriteFile(filepath.Join(dir, "other"), nil, 0o644))
+			requireNoChange(t, calls, 3*testDebounce)
+
+			require.NoError(t, os.RemoveAll(path))
+			writeViaRename(t, dir, path, oldContent)
+			requireOneChange(t, calls, path, oldContent, testDebounce)
+		})
+	}
 }

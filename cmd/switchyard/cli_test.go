@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -18,22 +17,14 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/switchyard/switchyard/admin"
+	"github.com/switchyard/switchyard/analysis"
 	"github.com/switchyard/switchyard/config"
-	"github.com/switchyard/switchyard/gateway"
+	"github.com/switchyard/switchyard/gatewaytest"
 	"github.com/switchyard/switchyard/health"
 	"github.com/switchyard/switchyard/modelsim"
 	"github.com/switchyard/switchyard/proxy"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest"
 )
-
-// Generous deadlines: the suite runs with -race on small CI machines.
-const (
-	waitFor = 15 * time.Second
-	tick    = 20 * time.Millisecond
-)
-
-const predictBody = `{"inputs": [[1,2,3,4]]}`
 
 // result is what one command did.
 type result struct {
@@ -67,10 +58,9 @@ func runAt(t *testing.T, admin string, args ...string) result {
 // testGateway is a gateway run in process with one simulated model server
 // per color: blue serves v1, green v2.
 type testGateway struct {
-	admin, traffic string
-	blue, green    *modelsim.Server
-	configPath     string
-	token          string
+	*gatewaytest.Gateway
+	blue, green *modelsim.Server
+	configPath  string // "" unless gatewayOptions.fromFile
 }
 
 type gatewayOptions struct {
@@ -92,29 +82,24 @@ type gatewayOptions struct {
 // backend that can be ready is.
 func startGateway(t *testing.T, o gatewayOptions) *testGateway {
 	t.Helper()
-	blue, err := modelsim.Start("127.0.0.1:0", modelsim.Options{Color: "blue", Version: "v1", Latency: o.blueLatency})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = blue.Close() })
+	blue := gatewaytest.StartModel(t, modelsim.Options{Color: "blue", Version: "v1", Latency: o.blueLatency})
 	if o.blueHealth != nil {
 		blue.SetHealthFields(o.blueHealth)
 	}
-	green, err := modelsim.Start("127.0.0.1:0", modelsim.Options{Color: "green", Version: "v2"})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = green.Close() })
+	green := gatewaytest.StartModel(t, modelsim.Options{Color: "green", Version: "v2"})
 	green.SetDown(o.greenDown)
 
-	g := &testGateway{blue: blue, green: green, token: o.token}
-	dir := t.TempDir()
 	tokenFile := ""
 	if o.token != "" {
-		tokenFile = filepath.Join(dir, "admin.token")
+		tokenFile = filepath.Join(t.TempDir(), "admin.token")
 		require.NoError(t, os.WriteFile(tokenFile, []byte(o.token+"\n"), 0o600))
 	}
 	drain := o.drainTimeout
 	if drain == 0 {
 		drain = 30 * time.Second
 	}
-	// The listeners in the text are never bound: both become 127.0.0.1:0.
+	// The listeners in the text are never bound: gatewaytest.Start binds
+	// both to 127.0.0.1:0.
 	text := fmt.Sprintf(`listen: 127.0.0.1:18080
 admin: {listen: 127.0.0.1:19901, token_file: %q}
 active: blue
@@ -129,120 +114,32 @@ pools:
   blue:  {version: v1, backends: [%s]}
   green: {version: v2, backends: [%s]}
 switch: {drain_timeout: %s}
-`, tokenFile, predictBody, blue.Addr(), green.Addr(), drain)
-	var cfg *config.Config
-	var data []byte
+`, tokenFile, gatewaytest.PredictBody, blue.Addr(), green.Addr(), drain)
+	g := &testGateway{blue: blue, green: green}
+	opts := gatewaytest.Options{Config: text}
 	if o.fromFile {
-		g.configPath = filepath.Join(dir, "switchyard.yaml")
-		require.NoError(t, os.WriteFile(g.configPath, []byte(text), 0o644))
-		cfg, data, err = config.Load(g.configPath)
-	} else {
-		cfg, err = config.Parse([]byte(text))
+		g.configPath = gatewaytest.NewConfigFile(t, text)
+		opts = gatewaytest.Options{Path: g.configPath}
 	}
-	require.NoError(t, err)
-	cfg.Listen, cfg.Admin.Listen = "127.0.0.1:0", "127.0.0.1:0"
-
-	ctx, cancel := context.WithCancel(context.Background())
-	started := make(chan [2]string, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- gateway.Run(ctx, gateway.Options{
-			Config: cfg, ConfigPath: g.configPath, ConfigData: data, Version: "test",
-			Log:             zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)),
-			ShutdownTimeout: 5 * time.Second,
-			Started:         func(traffic, admin string) { started <- [2]string{traffic, admin} },
-		})
-	}()
-	select {
-	case addrs := <-started:
-		g.traffic, g.admin = "http://"+addrs[0], "http://"+addrs[1]
-	case err := <-done:
-		cancel()
-		require.FailNow(t, "gateway.Run returned before it started", "%v", err)
-	case <-time.After(waitFor):
-		cancel()
-		require.FailNow(t, "gateway.Run did not start")
+	g.Gateway = gatewaytest.Start(t, opts)
+	g.SetToken(o.token)
+	ready := []config.Color{config.Blue}
+	if !o.greenDown {
+		ready = append(ready, config.Green)
 	}
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			assert.NoError(t, err, "gateway.Run")
-		case <-time.After(waitFor):
-			assert.Fail(t, "gateway.Run did not return after cancel")
-		}
-	})
-	g.waitStatus(t, "backends ready", func(st *statusDoc) bool {
-		return st.Pools["blue"].ReadyBackends == 1 && (o.greenDown || st.Pools["green"].ReadyBackends == 1)
-	})
+	g.WaitReady(t, ready...)
 	return g
 }
 
-// getStatus reads GET /admin/status without the CLI.
-func (g *testGateway) getStatus() (*statusDoc, error) {
-	req, err := http.NewRequest(http.MethodGet, g.admin+"/admin/status", nil)
-	if err != nil {
-		return nil, err
-	}
-	if g.token != "" {
-		req.Header.Set("Authorization", "Bearer "+g.token)
-	}
-	tr := &http.Transport{}
-	defer tr.CloseIdleConnections()
-	resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET /admin/status: %s", resp.Status)
-	}
-	var st statusDoc
-	return &st, json.NewDecoder(resp.Body).Decode(&st)
-}
-
-func (g *testGateway) waitStatus(t *testing.T, what string, cond func(*statusDoc) bool) *statusDoc {
-	t.Helper()
-	var last *statusDoc
-	require.Eventually(t, func() bool {
-		st, err := g.getStatus()
-		if err != nil {
-			return false
-		}
-		last = st
-		return cond(st)
-	}, waitFor, tick, what)
-	return last
-}
-
-// predict sends one prediction through the traffic port in the
-// background; the returned channel yields its status code.
-func (g *testGateway) predict(t *testing.T) <-chan int {
-	t.Helper()
-	done := make(chan int, 1)
+// predictInBackground sends one prediction through the traffic port on a
+// goroutine of its own; the returned channel yields its error.
+func (g *testGateway) predictInBackground() <-chan error {
+	done := make(chan error, 1)
 	go func() {
-		tr := &http.Transport{}
-		defer tr.CloseIdleConnections()
-		resp, err := (&http.Client{Transport: tr, Timeout: waitFor}).Post(g.traffic+"/predict", "application/json", strings.NewReader(predictBody))
-		if err != nil {
-			done <- 0
-			return
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		_ = resp.Body.Close()
-		done <- resp.StatusCode
+		_, err := g.Predict()
+		done <- err
 	}()
 	return done
-}
-
-// closedAddr returns the URL of a loopback port nothing listens on.
-func closedAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := ln.Addr().String()
-	require.NoError(t, ln.Close())
-	return "http://" + addr
 }
 
 func TestStatus_TableShowsBothColorsAndBackends(t *testing.T) {
@@ -250,12 +147,12 @@ func TestStatus_TableShowsBothColorsAndBackends(t *testing.T) {
 	g := startGateway(t, gatewayOptions{blueHealth: map[string]any{
 		"gpu_memory_used_bytes": 3.1 * (1 << 30), "gpu_memory_total_bytes": 80.0 * (1 << 30),
 	}})
-	g.waitStatus(t, "blue's GPU memory reported", func(st *statusDoc) bool {
+	g.WaitStatus(t, "blue's GPU memory reported", func(st gatewaytest.Status) bool {
 		h := st.Pools["blue"].Backends[0].Health
 		return h != nil && h.Report.GPUMemTotal != nil
 	})
 
-	r := runAt(t, g.admin, "status")
+	r := runAt(t, g.Admin, "status")
 	require.Equal(t, exitOK, r.code, r)
 	for _, want := range []string{
 		"active blue (v1), generation 1",
@@ -273,7 +170,7 @@ func TestStatus_JSONIsTheRawStatus(t *testing.T) {
 	t.Parallel()
 	g := startGateway(t, gatewayOptions{})
 
-	r := runAt(t, g.admin, "status", "--json")
+	r := runAt(t, g.Admin, "status", "--json")
 	require.Equal(t, exitOK, r.code, r)
 	var doc map[string]any
 	require.NoError(t, json.Unmarshal([]byte(r.stdout), &doc), r.stdout)
@@ -285,12 +182,12 @@ func TestStatus_WatchRefreshesUntilCount(t *testing.T) {
 	t.Parallel()
 	g := startGateway(t, gatewayOptions{})
 
-	r := runAt(t, g.admin, "status", "--watch", "--interval", "10ms", "--count", "3")
+	r := runAt(t, g.Admin, "status", "--watch", "--interval", "10ms", "--count", "3")
 	require.Equal(t, exitOK, r.code, r)
 	assert.Equal(t, 3, strings.Count(r.stdout, "\x1b[H\x1b[2J"), "one screen clear per refresh")
 	assert.Equal(t, 3, strings.Count(r.stdout, "active blue (v1)"))
 
-	r = runAt(t, g.admin, "status", "--watch", "--json", "--interval", "10ms", "--count", "2")
+	r = runAt(t, g.Admin, "status", "--watch", "--json", "--interval", "10ms", "--count", "2")
 	require.Equal(t, exitOK, r.code, r)
 	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
 	require.Len(t, lines, 2, r.stdout)
@@ -307,7 +204,7 @@ func TestStatus_WatchStopsWhenInterrupted(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 
-	r := runEnv(t, ctx, nil, "status", "--watch", "--interval", "20ms", "--admin", g.admin)
+	r := runEnv(t, ctx, nil, "status", "--watch", "--interval", "20ms", "--admin", g.Admin)
 	assert.Equal(t, exitOK, r.code, r)
 	assert.GreaterOrEqual(t, strings.Count(r.stdout, "active blue"), 2)
 }
@@ -316,18 +213,16 @@ func TestSwitch_MovesTrafficAndSaysSo(t *testing.T) {
 	t.Parallel()
 	g := startGateway(t, gatewayOptions{})
 
-	r := runAt(t, g.admin, "switch", "green")
+	r := runAt(t, g.Admin, "switch", "green")
 	require.Equal(t, exitOK, r.code, r)
 	assert.Regexp(t, `^switched blue \(v1\) -> green \(v2\) in \S+; nothing in flight on blue \(generation 2\)\n$`, r.stdout)
-	st, err := g.getStatus()
-	require.NoError(t, err)
-	assert.Equal(t, config.Green, st.Active)
+	assert.Equal(t, config.Green, g.Status(t).Active)
 
-	r = runAt(t, g.admin, "switch", "green")
+	r = runAt(t, g.Admin, "switch", "green")
 	require.Equal(t, exitOK, r.code, r)
 	assert.Equal(t, "green (v2) is already active; nothing changed\n", r.stdout)
 
-	r = runAt(t, g.admin, "switch", "toggle")
+	r = runAt(t, g.Admin, "switch", "toggle")
 	require.Equal(t, exitOK, r.code, r)
 	assert.Contains(t, r.stdout, "switched green (v2) -> blue (v1)")
 }
@@ -336,11 +231,11 @@ func TestSwitch_IfMatchRefusesAStaleGeneration(t *testing.T) {
 	t.Parallel()
 	g := startGateway(t, gatewayOptions{})
 
-	r := runAt(t, g.admin, "switch", "green", "--if-match", "7")
+	r := runAt(t, g.Admin, "switch", "green", "--if-match", "7")
 	assert.Equal(t, exitRefused, r.code, r)
 	assert.Contains(t, r.stderr, "generation 1 now")
 
-	r = runAt(t, g.admin, "switch", "--if-match", `"1"`, "green")
+	r = runAt(t, g.Admin, "switch", "--if-match", `"1"`, "green")
 	assert.Equal(t, exitOK, r.code, r)
 }
 
@@ -348,17 +243,15 @@ func TestSwitch_RefusedWhenGreenIsDown(t *testing.T) {
 	t.Parallel()
 	g := startGateway(t, gatewayOptions{greenDown: true})
 
-	r := runAt(t, g.admin, "switch", "green")
+	r := runAt(t, g.Admin, "switch", "green")
 	assert.Equal(t, exitRefused, r.code, r)
 	assert.Contains(t, r.stderr, "switchyard: switch to green refused: 0 of 1 backends ready")
 	assert.Contains(t, r.stderr, "  "+g.green.Addr()+": ", "the reason per backend")
 	assert.Contains(t, r.stderr, "--force")
 	assert.Empty(t, r.stdout)
-	st, err := g.getStatus()
-	require.NoError(t, err)
-	assert.Equal(t, config.Blue, st.Active, "nothing changed")
+	assert.Equal(t, config.Blue, g.Status(t).Active, "nothing changed")
 
-	r = runAt(t, g.admin, "switch", "green", "--force")
+	r = runAt(t, g.Admin, "switch", "green", "--force")
 	assert.Equal(t, exitOK, r.code, r)
 	assert.Contains(t, r.stdout, "forced past the readiness gate")
 }
@@ -366,25 +259,25 @@ func TestSwitch_RefusedWhenGreenIsDown(t *testing.T) {
 func TestSwitch_WaitFollowsTheDrainToTheEnd(t *testing.T) {
 	t.Parallel()
 	g := startGateway(t, gatewayOptions{blueLatency: 800 * time.Millisecond})
-	req := g.predict(t)
-	g.waitStatus(t, "a request in flight on blue", func(st *statusDoc) bool { return st.Pools["blue"].Inflight == 1 })
+	req := g.predictInBackground()
+	g.WaitStatus(t, "a request in flight on blue", func(st gatewaytest.Status) bool { return st.Pools["blue"].Inflight == 1 })
 
-	r := runAt(t, g.admin, "switch", "green", "--wait")
+	r := runAt(t, g.Admin, "switch", "green", "--wait")
 	require.Equal(t, exitOK, r.code, r)
 	assert.Contains(t, r.stdout, "; draining 1 request on blue")
 	assert.Contains(t, r.stdout, "draining blue: 1 in flight, ")
 	assert.Regexp(t, `blue \(v1\) drained in [0-9.]+s; 1 request finished\n$`, r.stdout)
-	assert.Equal(t, http.StatusOK, <-req, "the drained request finished normally")
+	assert.NoError(t, <-req, "the drained request did not finish normally")
 }
 
 func TestSwitch_WaitReportsStragglersWhenTheDrainTimesOut(t *testing.T) {
 	t.Parallel()
 	g := startGateway(t, gatewayOptions{blueLatency: 1500 * time.Millisecond, drainTimeout: 100 * time.Millisecond})
-	req := g.predict(t)
+	req := g.predictInBackground()
 	defer func() { <-req }()
-	g.waitStatus(t, "a request in flight on blue", func(st *statusDoc) bool { return st.Pools["blue"].Inflight == 1 })
+	g.WaitStatus(t, "a request in flight on blue", func(st gatewaytest.Status) bool { return st.Pools["blue"].Inflight == 1 })
 
-	r := runAt(t, g.admin, "switch", "green", "--wait")
+	r := runAt(t, g.Admin, "switch", "green", "--wait")
 	assert.Equal(t, exitRefused, r.code, r)
 	assert.Contains(t, r.stderr, "the drain of blue (v1) timed out after")
 	assert.Contains(t, r.stderr, "1 request still running on blue")
@@ -395,25 +288,23 @@ func TestRollback(t *testing.T) {
 	t.Parallel()
 	g := startGateway(t, gatewayOptions{})
 
-	r := runAt(t, g.admin, "rollback")
+	r := runAt(t, g.Admin, "rollback")
 	assert.Equal(t, exitRefused, r.code, r)
 	assert.Contains(t, r.stderr, "switchyard: no earlier switch to roll back")
 
-	require.Equal(t, exitOK, runAt(t, g.admin, "switch", "green").code)
-	r = runAt(t, g.admin, "rollback", "--wait")
+	require.Equal(t, exitOK, runAt(t, g.Admin, "switch", "green").code)
+	r = runAt(t, g.Admin, "rollback", "--wait")
 	require.Equal(t, exitOK, r.code, r)
 	assert.Contains(t, r.stdout, "rolled back green (v2) -> blue (v1)")
 	assert.Contains(t, r.stdout, "green (v2) drained in")
-	st, err := g.getStatus()
-	require.NoError(t, err)
-	assert.Equal(t, config.Blue, st.Active)
+	assert.Equal(t, config.Blue, g.Status(t).Active)
 }
 
 func TestWarmup(t *testing.T) {
 	t.Parallel()
 	g := startGateway(t, gatewayOptions{})
 
-	r := runAt(t, g.admin, "warmup", "green")
+	r := runAt(t, g.Admin, "warmup", "green")
 	assert.Equal(t, exitOK, r.code, r)
 	assert.Contains(t, r.stdout, "warming green again")
 }
@@ -423,24 +314,24 @@ func TestReload(t *testing.T) {
 	t.Run("without a config file", func(t *testing.T) {
 		t.Parallel()
 		g := startGateway(t, gatewayOptions{})
-		r := runAt(t, g.admin, "reload")
+		r := runAt(t, g.Admin, "reload")
 		assert.Equal(t, exitRefused, r.code, r)
 		assert.Contains(t, r.stderr, "switchyard: the gateway was not started from a config file")
 	})
 	t.Run("from a config file", func(t *testing.T) {
 		t.Parallel()
 		g := startGateway(t, gatewayOptions{fromFile: true})
-		r := runAt(t, g.admin, "reload")
+		r := runAt(t, g.Admin, "reload")
 		require.Equal(t, exitOK, r.code, r)
 		assert.Contains(t, r.stdout, "reloaded "+g.configPath+": config generation 1")
 
 		require.NoError(t, os.WriteFile(g.configPath, []byte("active: purple\n"), 0o644))
-		r = runAt(t, g.admin, "reload")
+		r = runAt(t, g.Admin, "reload")
 		assert.Equal(t, exitRefused, r.code, r)
 		assert.Contains(t, r.stderr, "the config was rejected; the running one stays in force")
 		assert.Contains(t, r.stderr, "purple")
 
-		r = runAt(t, g.admin, "status")
+		r = runAt(t, g.Admin, "status")
 		require.Equal(t, exitOK, r.code, r)
 		assert.Contains(t, r.stdout, "config: "+g.configPath)
 		assert.Contains(t, r.stdout, "last error (the running config stays in force)")
@@ -472,14 +363,14 @@ func TestToken(t *testing.T) {
 		{desc: "wrong --token-file", args: []string{"--token-file", wrongFile}, code: exitUsage, stderr: "did not accept the token"},
 		{desc: "missing --token-file", args: []string{"--token-file", tokenFile + ".missing"}, code: exitUsage, stderr: "reading --token-file"},
 		{desc: "both flags", args: []string{"--token", "s3cret", "--token-file", tokenFile}, code: exitUsage, stderr: "pass one"},
-		{desc: "SWITCHYARD_ADMIN", env: map[string]string{"SWITCHYARD_ADMIN": g.admin, "SWITCHYARD_TOKEN": "s3cret"}, code: exitOK},
+		{desc: "SWITCHYARD_ADMIN", env: map[string]string{"SWITCHYARD_ADMIN": g.Admin, "SWITCHYARD_TOKEN": "s3cret"}, code: exitOK},
 	}
 	for _, test := range testCases {
 		t.Run(test.desc, func(t *testing.T) {
 			t.Parallel()
 			args := append([]string{"status"}, test.args...)
 			if test.env["SWITCHYARD_ADMIN"] == "" {
-				args = append(args, "--admin", g.admin)
+				args = append(args, "--admin", g.Admin)
 			}
 			r := runEnv(t, context.Background(), test.env, args...)
 			assert.Equal(t, test.code, r.code, r)
@@ -495,7 +386,7 @@ func TestToken(t *testing.T) {
 // the token and address in the real environment.
 func TestRunCLI_ReadsTheEnvironment(t *testing.T) {
 	g := startGateway(t, gatewayOptions{token: "s3cret"})
-	t.Setenv("SWITCHYARD_ADMIN", g.admin)
+	t.Setenv("SWITCHYARD_ADMIN", g.Admin)
 	t.Setenv("SWITCHYARD_TOKEN", "s3cret")
 
 	var out, errOut bytes.Buffer
@@ -510,7 +401,7 @@ func TestRunCLI_ReadsTheEnvironment(t *testing.T) {
 
 func TestUnreachableAdmin(t *testing.T) {
 	t.Parallel()
-	admin := closedAddr(t)
+	admin := "http://" + gatewaytest.UnusedAddr(t)
 
 	r := runAt(t, admin, "status")
 	assert.Equal(t, exitUsage, r.code, r)
@@ -526,14 +417,14 @@ func TestAdminPointingAtTheTrafficPort(t *testing.T) {
 	t.Parallel()
 	g := startGateway(t, gatewayOptions{})
 
-	r := runAt(t, g.traffic, "status")
+	r := runAt(t, g.Traffic, "status")
 	assert.Equal(t, exitUsage, r.code, r)
 	assert.Contains(t, r.stderr, "is --admin the admin listener (admin.listen), not the traffic port?")
 }
 
 func TestUsageErrors(t *testing.T) {
 	t.Parallel()
-	admin := closedAddr(t) // nothing may be sent
+	admin := "http://" + gatewaytest.UnusedAddr(t) // nothing may be sent
 	testCases := []struct {
 		desc   string
 		args   []string
@@ -704,35 +595,33 @@ func TestCanary_AgainstTheGateway(t *testing.T) {
 	t.Parallel()
 	g := startGateway(t, gatewayOptions{})
 
-	r := runAt(t, g.admin, "traffic", "green=5")
+	r := runAt(t, g.Admin, "traffic", "green=5")
 	require.Equal(t, exitOK, r.code, r)
 	assert.Contains(t, r.stdout, "traffic: blue 95%, green 5% (generation ")
 
-	r = runAt(t, g.admin, "traffic", "blue=5")
+	r = runAt(t, g.Admin, "traffic", "blue=5")
 	assert.Equal(t, exitRefused, r.code, r)
 	assert.Contains(t, r.stderr, "blue is active")
 
-	r = runAt(t, g.admin, "mirror", "green", "1")
+	r = runAt(t, g.Admin, "mirror", "green", "1")
 	require.Equal(t, exitOK, r.code, r)
 	assert.Contains(t, r.stdout, "mirror: 1% of requests copied to green")
 
-	r = runAt(t, g.admin, "status")
+	r = runAt(t, g.Admin, "status")
 	require.Equal(t, exitOK, r.code, r)
 	assert.Contains(t, r.stdout, "traffic: blue 95%, green 5%\nmirror: 1% of requests copied to green\n")
 
-	r = runAt(t, g.admin, "promote")
+	r = runAt(t, g.Admin, "promote")
 	assert.Equal(t, exitRefused, r.code, r)
 	assert.Contains(t, r.stderr, "switchyard: not promoted: ")
 	assert.Contains(t, r.stderr, "not enough requests")
-	st, err := g.getStatus()
-	require.NoError(t, err)
-	assert.Equal(t, config.Blue, st.Active, "a refused promotion changes nothing")
+	assert.Equal(t, config.Blue, g.Status(t).Active, "a refused promotion changes nothing")
 
-	require.Equal(t, exitOK, runAt(t, g.admin, "mirror", "off").code)
-	r = runAt(t, g.admin, "traffic", "green=0")
+	require.Equal(t, exitOK, runAt(t, g.Admin, "mirror", "off").code)
+	r = runAt(t, g.Admin, "traffic", "green=0")
 	require.Equal(t, exitOK, r.code, r)
 	assert.Contains(t, r.stdout, "traffic: blue 100%, green 0%")
-	r = runAt(t, g.admin, "status")
+	r = runAt(t, g.Admin, "status")
 	assert.NotContains(t, r.stdout, "traffic:", "nothing to show once the canary ended")
 }
 
@@ -835,16 +724,16 @@ func TestRenderStatus(t *testing.T) {
 	now := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 	f := func(v float64) *float64 { return &v }
 	finished := now.Add(-time.Minute)
-	st := &statusDoc{
+	st := &admin.Status{
 		Generation: 7, Active: config.Green, ActiveVersion: "v2.7",
-		Pools: map[string]poolDoc{
-			"blue": {Version: "v2.6", Inflight: 2, ReadyBackends: 1, Backends: []backendDoc{
+		Pools: map[string]admin.PoolStatus{
+			"blue": {Version: "v2.6", Inflight: 2, ReadyBackends: 1, Backends: []admin.BackendStatus{
 				{Addr: "10.0.0.5:5000", Ready: true, Inflight: 2, Requests: 1204,
 					Health: &health.State{Probed: true, Healthy: true, Warm: true,
 						Report: health.Report{GPUMemUsed: f(3.1 * (1 << 30)), GPUMemTotal: f(80 * (1 << 30))}}},
 				{Addr: "10.0.0.6:5000", Health: &health.State{Probed: true, LastError: "GET /health: status 503: model not loaded; " + strings.Repeat("x", 80)}},
 			}},
-			"green": {Version: "v2.7", Active: true, ReadyBackends: 0, Backends: []backendDoc{
+			"green": {Version: "v2.7", Active: true, ReadyBackends: 0, Backends: []admin.BackendStatus{
 				{Addr: "10.0.0.7:5000", Health: &health.State{Probed: true, Healthy: true, Warming: true, WarmPassed: 1, WarmNeeded: 3,
 					SharedGPUWith: []string{"10.0.0.5:5000"}}},
 			}},
@@ -852,11 +741,12 @@ func TestRenderStatus(t *testing.T) {
 		Switches: []proxy.SwitchRecord{{From: config.Blue, To: config.Green, Version: "v2.7", Trigger: "admin", At: now.Add(-90 * time.Second), Generation: 7}},
 		Drains: []proxy.DrainStatus{{Color: config.Blue, Version: "v2.6", State: proxy.DrainTimedOut, AtSwap: 12, Inflight: 2,
 			Straggler: 2, Seconds: 30, Finished: &finished}},
-		Config: &configDoc{Path: "/etc/switchyard.yaml", Generation: 4, LoadedAt: now.Add(-3 * time.Minute), SHA256: strings.Repeat("ab", 32),
+		Config: &admin.ConfigStatus{Path: "/etc/switchyard.yaml", Generation: 4, LoadedAt: now.Add(-3 * time.Minute), SHA256: strings.Repeat("ab", 32),
 			LastError: "config: line 3: active: \"purple\" is not a color", PendingSwitch: "to green: waiting for readiness"},
-		Traffic: &trafficDoc{Weights: map[string]float64{"green": 5, "blue": 95}, StickyHeader: "X-User", Mirror: &mirrorDoc{To: "green", Percent: 1}},
-		Analysis: &analysisDoc{Verdict: verdictDoc{Phase: "observe", Candidate: "green", Baseline: "blue",
-			CandidateStats: &windowDoc{Requests: 3}, BaselineStats: &windowDoc{}, Reasons: []string{"not enough requests yet: 3 of min_requests 50"}}},
+		Traffic: proxy.Traffic{Weights: map[config.Color]float64{config.Green: 5, config.Blue: 95}, StickyHeader: "X-User",
+			Mirror: &proxy.MirrorSetting{To: config.Green, Percent: 1}},
+		Analysis: &analysis.Status{Verdict: analysis.Verdict{Phase: "observe", Candidate: config.Green, Baseline: config.Blue,
+			CandidateStats: proxy.Window{Requests: 3}, BaselineStats: proxy.Window{}, Reasons: []string{"not enough requests yet: 3 of min_requests 50"}}},
 	}
 	var out bytes.Buffer
 	renderStatus(&out, st, now)
@@ -911,8 +801,8 @@ func TestParseInterspersed(t *testing.T) {
 	c := &cli{stdout: io.Discard, stderr: io.Discard, getenv: func(string) string { return "" }}
 	f := c.flags("switch", "switchyard switch COLOR")
 	force := f.Bool("force", false, "")
-	pos, _, ok := c.parse(f, []string{"green", "--force", "--timeout", "3s", "--", "--weird"})
-	require.True(t, ok)
+	pos, err := f.parse([]string{"green", "--force", "--timeout", "3s", "--", "--weird"})
+	require.NoError(t, err)
 	assert.Equal(t, []string{"green", "--weird"}, pos)
 	assert.True(t, *force)
 	assert.Equal(t, 3*time.Second, f.timeout)

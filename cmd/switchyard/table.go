@@ -4,119 +4,38 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 	"unicode/utf8"
 
+	"github.com/switchyard/switchyard/admin"
+	"github.com/switchyard/switchyard/analysis"
 	"github.com/switchyard/switchyard/config"
 	"github.com/switchyard/switchyard/health"
 	"github.com/switchyard/switchyard/proxy"
 )
 
-// statusDoc is what the CLI reads of GET /admin/status. Unknown fields
-// are ignored and absent ones stay zero, so one CLI reads older and newer
-// gateways alike.
-type statusDoc struct {
-	Generation    uint64               `json:"generation"`
-	Active        config.Color         `json:"active"`
-	ActiveVersion string               `json:"active_version"`
-	Pools         map[string]poolDoc   `json:"pools"`
-	Switches      []proxy.SwitchRecord `json:"switches"`
-	Drains        []proxy.DrainStatus  `json:"drains"`
-	Config        *configDoc           `json:"config"`
-	Traffic       *trafficDoc          `json:"traffic"`
-	Analysis      *analysisDoc         `json:"analysis"`
-}
-
-type poolDoc struct {
-	Version       string       `json:"version"`
-	Active        bool         `json:"active"`
-	Inflight      int64        `json:"inflight"`
-	ReadyBackends int          `json:"ready_backends"`
-	Backends      []backendDoc `json:"backends"`
-}
-
-type backendDoc struct {
-	Addr         string        `json:"addr"`
-	Ready        bool          `json:"ready"`
-	Inflight     int64         `json:"inflight"`
-	Requests     uint64        `json:"requests"`
-	EjectedUntil *time.Time    `json:"ejected_until"`
-	Health       *health.State `json:"health"`
-}
-
-// configDoc is the "config" object: the file the gateway runs from.
-type configDoc struct {
-	Path          string    `json:"path"`
-	Generation    int       `json:"generation"`
-	LoadedAt      time.Time `json:"loaded_at"`
-	SHA256        string    `json:"sha256"`
-	LastError     string    `json:"last_error"`
-	RestartNeeded []string  `json:"restart_needed"`
-	PendingSwitch string    `json:"pending_switch"`
-}
-
-// trafficDoc is the canary split and mirror: the "traffic" object of the
-// status and the answer of PUT /admin/traffic.
-type trafficDoc struct {
-	Weights      map[string]float64 `json:"weights"`
-	StickyHeader string             `json:"sticky_header"`
-	Mirror       *mirrorDoc         `json:"mirror"`
-	Generation   uint64             `json:"generation"`
-}
-
-type mirrorDoc struct {
-	To      string  `json:"to"`
-	Percent float64 `json:"percent"`
-}
-
-// analysisDoc is the "analysis" object: the release analysis's latest
-// verdict and what it last did.
-type analysisDoc struct {
-	Verdict    verdictDoc `json:"verdict"`
-	LastAction string     `json:"last_action"`
-}
-
-// verdictDoc is a comparison of the candidate color with the baseline.
-type verdictDoc struct {
-	Phase          string     `json:"phase"`
-	Candidate      string     `json:"candidate"`
-	Baseline       string     `json:"baseline"`
-	CandidateStats *windowDoc `json:"candidate_stats"`
-	BaselineStats  *windowDoc `json:"baseline_stats"`
-	Enough         bool       `json:"enough"`
-	Pass           bool       `json:"pass"`
-	Reasons        []string   `json:"reasons"`
-}
-
-type windowDoc struct {
-	Requests uint64        `json:"requests"`
-	Errors   uint64        `json:"errors"`
-	Differs  uint64        `json:"status_differs"`
-	P99      time.Duration `json:"p99_ns"`
-}
-
 // maxErrorLen is how much of a backend's last error the table shows.
 const maxErrorLen = 60
 
 // renderStatus writes the status as a table for people.
-func renderStatus(w io.Writer, st *statusDoc, now time.Time) {
+func renderStatus(w io.Writer, st *admin.Status, now time.Time) {
 	fmt.Fprintf(w, "active %s (%s), generation %d\n", st.Active, st.ActiveVersion, st.Generation)
-	for _, color := range poolOrder(st.Pools) {
+	for _, color := range colorOrder(st.Pools) {
 		renderPool(w, color, st.Pools[color])
 	}
-	if t := st.Traffic; t != nil && t.shifted(st.Active) {
+	if trafficShifted(&st.Traffic, st.Active) {
 		fmt.Fprintln(w)
-		for _, l := range t.lines() {
+		for _, l := range trafficLines(&st.Traffic) {
 			fmt.Fprintln(w, l)
 		}
 	}
 	if a := st.Analysis; a != nil && (a.Verdict.Phase != "" && a.Verdict.Phase != "idle" || a.LastAction != "") {
 		fmt.Fprintln(w)
-		for i, l := range a.Verdict.lines() {
+		for i, l := range describeVerdict(&a.Verdict) {
 			if i == 0 {
 				l = "analysis: " + l
 			}
@@ -165,7 +84,7 @@ func renderStatus(w io.Writer, st *statusDoc, now time.Time) {
 	}
 }
 
-func renderPool(w io.Writer, color string, p poolDoc) {
+func renderPool(w io.Writer, color string, p admin.PoolStatus) {
 	role := "standby"
 	if p.Active {
 		role = "ACTIVE"
@@ -205,21 +124,22 @@ func renderPool(w io.Writer, color string, p poolDoc) {
 	}
 }
 
-// poolOrder is blue, green, then any other pool by name.
-func poolOrder(pools map[string]poolDoc) []string {
-	var order []string
-	for _, c := range []string{string(config.Blue), string(config.Green)} {
-		if _, ok := pools[c]; ok {
-			order = append(order, c)
+// colorOrder returns m's keys in the order people read colors: blue,
+// green, then any other by name.
+func colorOrder[K ~string, V any](m map[K]V) []K {
+	var order []K
+	for _, c := range []config.Color{config.Blue, config.Green} {
+		if _, ok := m[K(c)]; ok {
+			order = append(order, K(c))
 		}
 	}
-	var rest []string
-	for c := range pools {
-		if !config.Color(c).Valid() {
-			rest = append(rest, c)
+	var rest []K
+	for k := range m {
+		if !config.Color(k).Valid() {
+			rest = append(rest, k)
 		}
 	}
-	sort.Strings(rest)
+	slices.Sort(rest)
 	return append(order, rest...)
 }
 
@@ -292,21 +212,21 @@ func describeSwitch(verb string, res *proxy.SwitchResult) string {
 	return line + fmt.Sprintf(" (generation %d)", res.Generation)
 }
 
-// shifted reports whether anything differs from all traffic to the
-// active color: a canary share, a sticky header or a mirror.
-func (t *trafficDoc) shifted(active config.Color) bool {
+// trafficShifted reports whether anything differs from all traffic to
+// the active color: a canary share, a sticky header or a mirror.
+func trafficShifted(t *proxy.Traffic, active config.Color) bool {
 	for c, w := range t.Weights {
-		if c != string(active) && w > 0 {
+		if c != active && w > 0 {
 			return true
 		}
 	}
 	return t.StickyHeader != "" || (t.Mirror != nil && t.Mirror.Percent > 0)
 }
 
-// lines renders the split and the mirror.
-func (t *trafficDoc) lines() []string {
+// trafficLines renders the split and the mirror.
+func trafficLines(t *proxy.Traffic) []string {
 	var parts []string
-	for _, c := range weightOrder(t.Weights) {
+	for _, c := range colorOrder(t.Weights) {
 		parts = append(parts, fmt.Sprintf("%s %s%%", c, oneDecimal(t.Weights[c])))
 	}
 	split := "traffic: " + strings.Join(parts, ", ")
@@ -324,17 +244,17 @@ func (t *trafficDoc) lines() []string {
 }
 
 // describeTraffic renders the answer of PUT /admin/traffic.
-func describeTraffic(t *trafficDoc) string {
-	l := t.lines()
+func describeTraffic(t *proxy.Traffic) string {
+	l := trafficLines(t)
 	if t.Generation > 0 {
 		l[0] += fmt.Sprintf(" (generation %d)", t.Generation)
 	}
 	return strings.Join(l, "\n")
 }
 
-// lines renders a verdict: what is compared, the result, each side's
-// numbers and every reason.
-func (v *verdictDoc) lines() []string {
+// describeVerdict renders a verdict: what is compared, the result, each
+// side's numbers and every reason.
+func describeVerdict(v *analysis.Verdict) []string {
 	var head string
 	switch v.Phase {
 	case "", "idle":
@@ -358,10 +278,10 @@ func (v *verdictDoc) lines() []string {
 	}
 	lines := []string{head}
 	for _, side := range []struct {
-		color string
-		w     *windowDoc
+		color config.Color
+		w     proxy.Window
 	}{{v.Candidate, v.CandidateStats}, {v.Baseline, v.BaselineStats}} {
-		if side.color == "" || side.w == nil {
+		if side.color == "" {
 			continue
 		}
 		w := side.w
@@ -383,16 +303,8 @@ func (v *verdictDoc) lines() []string {
 	return lines
 }
 
-func weightOrder(w map[string]float64) []string {
-	pools := make(map[string]poolDoc, len(w))
-	for c := range w {
-		pools[c] = poolDoc{}
-	}
-	return poolOrder(pools)
-}
-
 // describeReload says what a reload loaded.
-func describeReload(c *configDoc) string {
+func describeReload(c *admin.ConfigStatus) string {
 	if c == nil {
 		return "reloaded"
 	}

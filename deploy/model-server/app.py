@@ -17,6 +17,9 @@ Environment (read once, at start; a bad value stops the worker from booting):
     WARMUP_SLOW_SECONDS   how much slower each of those calls is, in seconds (default 1)
     FAIL_RATIO            share 0..1 of /predict calls answered 500, spread evenly by
                           request counter, for rollback drills (default 0)
+    GRPC_BIND             also serve the KServe v2 gRPC API here, e.g. 0.0.0.0:8001
+                          (grpc_server.py; default: off)
+    GRPC_THREADS          threads of the gRPC server (default 16)
 """
 
 from __future__ import annotations
@@ -546,6 +549,12 @@ def _app_from_env() -> Flask:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     server = ModelServer(Settings.from_env())
     app = create_app(server)
+    if os.environ.get("GRPC_BIND", "").strip():
+        # The KServe v2 gRPC API, in this worker, on the same model. Imported
+        # only when asked for, so the HTTP server needs no grpcio.
+        import grpc_server
+
+        app.extensions["grpc_server"] = grpc_server.maybe_serve(server)
     server.start_loading()
     return app
 

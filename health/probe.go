@@ -1,0 +1,118 @@
+package health
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/switchyard/switchyard/config"
+)
+
+// maxProbeBody bounds what a probe reads, so a broken server cannot
+// exhaust the gateway's memory.
+const maxProbeBody = 1 << 20
+
+// prober runs one probe of any kind: the kind's own check, then, on a
+// healthy backend with metrics_path set, a scrape of its metrics.
+type prober struct {
+	http  *httpGetter
+	grpc  *grpcConns
+	kinds map[string]kind
+}
+
+func buildProber(get *httpGetter) *prober {
+	conns := newGRPCConns()
+	return &prober{http: get, grpc: conns, kinds: builtinKinds(get, conns)}
+}
+
+// probe checks addr the way h.Kind says and returns what it learned.
+func (p *prober) probe(ctx context.Context, addr string, h *config.Health) (Report, error) {
+	k, ok := p.kinds[h.Kind]
+	if !ok {
+		// config validation refuses unknown kinds; this only guards a
+		// Target built without it.
+		return Report{}, fmt.Errorf("health: probe kind %q is not built in", h.Kind)
+	}
+	r, err := k.probe(ctx, addr, h)
+	if err != nil {
+		return r, err
+	}
+	if h.MetricsPath != "" {
+		status, body, err := p.http.get(ctx, addr, h.MetricsPath)
+		if err != nil {
+			return r, nil // metrics are extra: a failed scrape does not make a backend unhealthy
+		}
+		if status/100 == 2 {
+			if m, err := ParseMetrics(body); err == nil {
+				r.merge(m)
+			}
+		}
+	}
+	return r, nil
+}
+
+// close drops the probe connections kept between intervals.
+func (p *prober) close() {
+	p.http.client.CloseIdleConnections()
+	p.grpc.close()
+}
+
+// httpGetter sends the GETs of the HTTP probe kinds and of metrics
+// scrapes, on one client whose connections outlive each probe.
+type httpGetter struct {
+	client *http.Client
+}
+
+// getOK GETs path and wants a 2xx answer whose body passes check (when
+// check is not nil).
+func (g *httpGetter) getOK(ctx context.Context, addr, path string, check func([]byte) error) error {
+	status, body, err := g.get(ctx, addr, path)
+	if err != nil {
+		return err
+	}
+	if status/100 != 2 {
+		return fmt.Errorf("GET %s: status %d", path, status)
+	}
+	if check != nil {
+		if err := check(body); err != nil {
+			return fmt.Errorf("GET %s: %w", path, err)
+		}
+	}
+	return nil
+}
+
+// get GETs path and returns the status and at most maxProbeBody of the
+// body, whatever the status.
+func (g *httpGetter) get(ctx context.Context, addr, path string) (int, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
+	if err != nil {
+		return 0, nil, fmt.Errorf("probe request for %s%s: %w", addr, path, err)
+	}
+	req.Header.Set("User-Agent", "switchyard-probe")
+	resp, err := g.client.Do(req)
+	if err != nil {
+		return 0, nil, simplify(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxProbeBody))
+	if err != nil {
+		return resp.StatusCode, nil, fmt.Errorf("GET %s: reading body: %w", path, simplify(err))
+	}
+	return resp.StatusCode, body, nil
+}
+
+// simplify drops net/http's `Get "http://...": ` prefix, which repeats the
+// address the status already shows.
+func simplify(err error) error {
+	if ue, ok := err.(*url.Error); ok {
+		msg := ue.Err.Error()
+		if strings.Contains(msg, "context deadline exceeded") || strings.Contains(msg, "Client.Timeout") {
+			return fmt.Errorf("probe timed out")
+		}
+		return ue.Err
+	}
+	return err
+}
