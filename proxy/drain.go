@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/switchyard/switchyard/config"
@@ -40,7 +41,7 @@ type drain struct {
 	cancel context.CancelFunc
 }
 
-// status returns a copy with live numbers. The router's mu must be held.
+// status returns a copy with live numbers. The tracker's mu must be held.
 func (d *drain) status() DrainStatus {
 	s := d.st
 	s.Inflight = d.pool.inflight.Load()
@@ -52,38 +53,69 @@ func (d *drain) status() DrainStatus {
 	return s
 }
 
+// drainTracker watches, per color, the pool that lost traffic until its
+// in-flight requests are done. It owns the watching goroutines: close
+// stops them and waits.
+type drainTracker struct {
+	metrics *Metrics
+	log     *zap.Logger
+	now     func() time.Time
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu   sync.Mutex
+	last [2]*drain
+}
+
+func newDrainTracker(metrics *Metrics, log *zap.Logger, now func() time.Time) *drainTracker {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &drainTracker{metrics: metrics, log: log, now: now, ctx: ctx, cancel: cancel}
+}
+
+// close stops every watcher and waits for them.
+func (t *drainTracker) close() {
+	t.cancel()
+	t.wg.Wait()
+}
+
 // startDrain tracks old's in-flight requests down to zero after traffic
-// moved to active. A drain of the color that just became active again is
-// cancelled: its requests are live traffic now. r.mu must be held.
+// moved to active, for up to the config's drain_timeout. r.mu must be
+// held.
 func (r *Router) startDrain(old *Pool, active config.Color) *drain {
-	if prev := r.drains[colorIndex(active)]; prev != nil && prev.st.State == DrainRunning {
-		prev.cancel()
-		now := r.now()
-		prev.st.State, prev.st.Finished = DrainCancelled, &now
+	return r.drains.start(old, active, r.cfg.Switch.DrainTimeout.D())
+}
+
+// start begins the drain of old. A drain of the color that just became
+// active again is cancelled: its requests are live traffic now.
+func (t *drainTracker) start(old *Pool, active config.Color, timeout time.Duration) *drain {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, c := range []config.Color{active, old.Color} {
+		// An earlier drain of the old color is overtaken too: the new
+		// drain tracks the same requests from here.
+		if prev := t.last[colorIndex(c)]; prev != nil && prev.st.State == DrainRunning {
+			prev.cancel()
+			now := t.now()
+			prev.st.State, prev.st.Finished = DrainCancelled, &now
+		}
 	}
-	if prev := r.drains[colorIndex(old.Color)]; prev != nil && prev.st.State == DrainRunning {
-		// Drained again before the last drain ended: the new drain
-		// tracks the same requests from here.
-		prev.cancel()
-		now := r.now()
-		prev.st.State, prev.st.Finished = DrainCancelled, &now
-	}
-	ctx, cancel := context.WithCancel(r.ctx)
+	ctx, cancel := context.WithCancel(t.ctx)
 	d := &drain{
 		pool:   old,
 		cancel: cancel,
-		st: DrainStatus{Color: old.Color, Version: old.Version, Started: r.now(), State: DrainRunning,
+		st: DrainStatus{Color: old.Color, Version: old.Version, Started: t.now(), State: DrainRunning,
 			AtSwap: old.inflight.Load()},
 	}
-	r.drains[colorIndex(old.Color)] = d
-	timeout := r.cfg.Switch.DrainTimeout.D()
-	r.wg.Add(1)
-	go r.watchDrain(ctx, d, timeout)
+	t.last[colorIndex(old.Color)] = d
+	t.wg.Add(1)
+	go t.watch(ctx, d, timeout)
 	return d
 }
 
-func (r *Router) watchDrain(ctx context.Context, d *drain, timeout time.Duration) {
-	defer r.wg.Done()
+func (t *drainTracker) watch(ctx context.Context, d *drain, timeout time.Duration) {
+	defer t.wg.Done()
 	tick := time.NewTicker(drainPoll)
 	defer tick.Stop()
 	deadline := time.NewTimer(timeout)
@@ -93,36 +125,36 @@ func (r *Router) watchDrain(ctx context.Context, d *drain, timeout time.Duration
 		case <-ctx.Done():
 			return
 		case <-deadline.C:
-			r.endDrain(ctx, d, DrainTimedOut)
+			t.end(ctx, d, DrainTimedOut)
 			return
 		case <-tick.C:
 			if d.pool.inflight.Load() == 0 {
-				r.endDrain(ctx, d, DrainDone)
+				t.end(ctx, d, DrainDone)
 				return
 			}
 		}
 	}
 }
 
-func (r *Router) endDrain(ctx context.Context, d *drain, state string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+func (t *drainTracker) end(ctx context.Context, d *drain, state string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	if ctx.Err() != nil || d.st.State != DrainRunning {
 		return
 	}
-	now := r.now()
+	now := t.now()
 	d.st.State, d.st.Finished = state, &now
 	left := d.pool.inflight.Load()
 	fields := []zap.Field{zap.String("env", string(d.pool.Color)), zap.String("version", d.pool.Version),
 		zap.Duration("took", now.Sub(d.st.Started)), zap.Int64("inflight_at_swap", d.st.AtSwap)}
-	r.metrics.drain.WithLabelValues(string(d.pool.Color), state).Observe(now.Sub(d.st.Started).Seconds())
+	t.metrics.drain.WithLabelValues(string(d.pool.Color), state).Observe(now.Sub(d.st.Started).Seconds())
 	if state == DrainTimedOut {
 		d.st.Straggler = left
-		r.metrics.stragglers.WithLabelValues(string(d.pool.Color)).Add(float64(left))
-		r.log.Warn("drain timed out; stragglers keep running", append(fields, zap.Int64("stragglers", left))...)
+		t.metrics.stragglers.WithLabelValues(string(d.pool.Color)).Add(float64(left))
+		t.log.Warn("drain timed out; stragglers keep running", append(fields, zap.Int64("stragglers", left))...)
 		return
 	}
-	r.log.Info("drained", fields...)
+	t.log.Info("drained", fields...)
 	// Nothing of this color is in flight: idle connections only hold
 	// backend sockets open, and the backend may be going away.
 	for _, b := range d.pool.Backends {
@@ -130,12 +162,20 @@ func (r *Router) endDrain(ctx context.Context, d *drain, state string) {
 	}
 }
 
+// status returns the drain's current status.
+func (t *drainTracker) status(d *drain) DrainStatus {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return d.status()
+}
+
 // Drains returns the last drain of each color that had one.
 func (r *Router) Drains() []DrainStatus {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	t := r.drains
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	var out []DrainStatus
-	for _, d := range r.drains {
+	for _, d := range t.last {
 		if d != nil {
 			out = append(out, d.status())
 		}

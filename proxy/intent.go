@@ -98,7 +98,7 @@ func (r *Router) ApplyIntent(in Intent) (SwitchResult, error) {
 		r.history = r.history[len(r.history)-historySize:]
 	}
 	d := r.startDrain(cur.Pool(cur.Active), in.Active)
-	st := d.status()
+	st := r.drains.status(d)
 	res.Drain = &st
 	r.log.Info("switched", zap.String("env", string(in.Active)), zap.String("version", target.Version),
 		zap.String("from", string(cur.Active)), zap.String("from_version", cur.ActivePool().Version),

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -11,9 +10,11 @@ import (
 	"go.uber.org/zap"
 )
 
-// Router owns the routing state: it builds snapshots, publishes them with
-// one atomic store, and tracks the drain of the pool that lost traffic.
-// Writers are serialized by a mutex; the request path never takes it.
+// Router owns the routing state: it builds snapshots and publishes them
+// with one atomic store, for switches, traffic splits and reloads. Writers
+// are serialized by a mutex; the request path never takes it. Two helpers
+// have jobs of their own: drains watches the pool that lost traffic, dns
+// keeps hostname backends' addresses.
 type Router struct {
 	snap atomic.Pointer[Snapshot]
 	// inflight counts open requests per color. It outlives snapshots so
@@ -33,13 +34,13 @@ type Router struct {
 	cfg        *config.Config
 	generation uint64
 	history    []SwitchRecord
-	drains     [2]*drain
 	onSwitch   []func(SwitchRecord)
 	onChange   []func(*config.Config, *Snapshot)
-	resolve    Resolver
-	// resolved caches hostname backends' addresses, by config entry.
-	resolved map[string][]string
 
+	drains *drainTracker
+	dns    *hostResolver
+
+	// ctx ends the DNS refresh loop, which wg waits for.
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -71,23 +72,20 @@ const historySize = 20
 func NewRouter(cfg *config.Config, opts Options) *Router {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &Router{
-		reg:      opts.Registry,
-		metrics:  opts.Metrics,
-		log:      opts.Log,
-		explain:  opts.Explain,
-		now:      opts.Now,
-		cfg:      cfg,
-		resolve:  opts.Resolve,
-		resolved: map[string][]string{},
-		ctx:      ctx,
-		cancel:   cancel,
+		reg:     opts.Registry,
+		metrics: opts.Metrics,
+		log:     opts.Log,
+		explain: opts.Explain,
+		now:     opts.Now,
+		cfg:     cfg,
+		ctx:     ctx,
+		cancel:  cancel,
 	}
 	if r.now == nil {
 		r.now = time.Now
 	}
-	if r.resolve == nil {
-		r.resolve = net.DefaultResolver.LookupHost
-	}
+	r.drains = newDrainTracker(r.metrics, r.log, r.now)
+	r.dns = newHostResolver(opts.Resolve, r.log)
 	r.generation = 1
 	r.mu.Lock()
 	r.snap.Store(r.build(cfg, cfg.Active, r.generation))
@@ -132,10 +130,12 @@ func (r *Router) OnSwitch(fn func(SwitchRecord)) {
 	r.onSwitch = append(r.onSwitch, fn)
 }
 
-// Close stops drain tracking and waits for its goroutines.
+// Close stops drain tracking and DNS refresh and waits for their
+// goroutines.
 func (r *Router) Close() {
 	r.cancel()
 	r.wg.Wait()
+	r.drains.close()
 }
 
 // build makes a snapshot of cfg with the given active color. r.mu must be
@@ -188,7 +188,7 @@ func (r *Router) build(cfg *config.Config, active config.Color, gen uint64) *Sna
 		}
 		_, p.loadReports = p.selector.(loadReporting)
 		for _, entry := range pc.Backends {
-			for _, addr := range r.expand(entry) {
+			for _, addr := range r.dns.expand(r.ctx, entry) {
 				p.Backends = append(p.Backends, r.reg.Get(addr))
 			}
 		}

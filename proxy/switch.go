@@ -171,7 +171,7 @@ func (r *Router) switchLocked(req SwitchRequest) (SwitchResult, error) {
 		r.history = r.history[len(r.history)-historySize:]
 	}
 	d := r.startDrain(cur.Pool(cur.Active), to)
-	st := d.status()
+	st := r.drains.status(d)
 	res.Drain = &st
 	r.log.Info("switched", zap.String("env", string(to)), zap.String("version", target.Version),
 		zap.String("from", string(cur.Active)), zap.String("from_version", cur.ActivePool().Version),
