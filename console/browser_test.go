@@ -27,10 +27,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"github.com/switchyard/switchyard/config"
-	"github.com/switchyard/switchyard/gateway"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest"
+	"github.com/switchyard/switchyard/gatewaytest"
 )
 
 // Generous deadlines: the suite runs with -race on small CI machines.
@@ -144,8 +141,8 @@ func startGateway(t *testing.T, blue, green []*model) *gw {
 		}
 		return strings.Join(out, ", ")
 	}
-	// The listeners in the file are never bound: both become 127.0.0.1:0.
-	cfg, err := config.Parse(fmt.Appendf(nil, `
+	// gatewaytest binds both listeners to 127.0.0.1:0 whatever the file says.
+	yaml := fmt.Sprintf(`
 listen: 127.0.0.1:18080
 admin: {listen: 127.0.0.1:19901, token_file: %q}
 active: blue
@@ -162,40 +159,9 @@ pools:
   blue:  {version: v2.6, backends: [%s]}
   green: {version: v2.7, backends: [%s]}
 switch: {drain_timeout: 10s}
-`, tokenFile, addrs(blue), addrs(green)))
-	require.NoError(t, err)
-	cfg.Listen, cfg.Admin.Listen = "127.0.0.1:0", "127.0.0.1:0"
-
-	ctx, cancel := context.WithCancel(context.Background())
-	started := make(chan [2]string, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- gateway.Run(ctx, gateway.Options{Config: cfg, Version: "test", ShutdownTimeout: 5 * time.Second,
-			Log:     zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)),
-			Started: func(traffic, admin string) { started <- [2]string{traffic, admin} }})
-	}()
-	var a [2]string
-	select {
-	case a = <-started:
-	case err := <-done:
-		cancel()
-		require.FailNow(t, "gateway.Run returned before it started", "%v", err)
-	case <-time.After(waitFor):
-		cancel()
-		require.FailNow(t, "gateway.Run did not start")
-	}
-	tr := &http.Transport{}
-	g := &gw{traffic: "http://" + a[0], admin: "http://" + a[1], client: &http.Client{Transport: tr, Timeout: 10 * time.Second}}
-	t.Cleanup(func() {
-		tr.CloseIdleConnections()
-		cancel()
-		select {
-		case err := <-done:
-			assert.NoError(t, err, "gateway.Run")
-		case <-time.After(waitFor):
-			assert.Fail(t, "gateway.Run did not return after cancel")
-		}
-	})
+`, tokenFile, addrs(blue), addrs(green))
+	run := gatewaytest.Start(t, gatewaytest.Options{Config: yaml})
+	g := &gw{traffic: run.Traffic, admin: run.Admin, client: run.Client}
 	return g
 }
 

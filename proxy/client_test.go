@@ -18,24 +18,6 @@ import (
 	"go.uber.org/zap"
 )
 
-// rawExchange writes raw on a fresh connection and returns the response,
-// read in the client's protocol (HTTP/1.0 bodies end at close).
-func rawExchange(t *testing.T, addr, raw string) (*http.Response, string) {
-	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	require.NoError(t, err)
-	defer c.Close()
-	require.NoError(t, c.SetDeadline(time.Now().Add(20*time.Second)))
-	_, err = io.WriteString(c, raw)
-	require.NoError(t, err)
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	return resp, string(body)
-}
-
 // Requests the gateway must answer itself: what reaches a backend has a
 // valid head, and the client's mistakes are the client's 4xx.
 func TestClient_MalformedOrForeignRequestsAreAnsweredByTheGateway(t *testing.T) {
@@ -61,10 +43,10 @@ func TestClient_MalformedOrForeignRequestsAreAnsweredByTheGateway(t *testing.T) 
 	for _, test := range testCases {
 		t.Run(test.desc, func(t *testing.T) {
 			before := calls.Load()
-			resp, body := rawExchange(t, gw.Addr(), test.raw)
-			assert.Equal(t, test.wantStatus, resp.StatusCode, body)
+			resp, body := rawRequest(t, gw.Addr(), test.raw)
+			assert.Equal(t, test.wantStatus, resp.StatusCode, string(body))
 			if test.wantCode != "" {
-				assert.Equal(t, test.wantCode, errorCode(t, []byte(body)))
+				assert.Equal(t, test.wantCode, errorCode(t, body))
 			}
 			assert.Equal(t, before, calls.Load(), "the backend saw the request")
 		})
@@ -111,8 +93,8 @@ func TestClient_RequestsAreNormalisedBeforeTheBackendSeesThem(t *testing.T) {
 		t.Run(test.desc, func(t *testing.T) {
 			addr, got := headerRecorder(t, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 			gw := startGateway(t, testConfig(t, []string{addr}, nil, ""))
-			resp, body := rawExchange(t, gw.Addr(), test.raw)
-			require.Equal(t, http.StatusOK, resp.StatusCode, body)
+			resp, body := rawRequest(t, gw.Addr(), test.raw)
+			require.Equal(t, http.StatusOK, resp.StatusCode, string(body))
 			test.check(t, receive(t, got))
 			assert.Zero(t, counterSum(t, gw.Metrics, "switchyard_upstream_errors_total"))
 		})
@@ -132,8 +114,8 @@ func TestClient_RequestThatLoopsBackIsRefusedAfterOneHop(t *testing.T) {
 	go func() { defer close(done); _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Shutdown(); <-done; r.Close(); reg.CloseIdle() })
 
-	resp, body := rawExchange(t, ln.Addr().String(), "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-	assert.Equal(t, http.StatusLoopDetected, resp.StatusCode, body)
+	resp, body := rawRequest(t, ln.Addr().String(), "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	assert.Equal(t, http.StatusLoopDetected, resp.StatusCode, string(body))
 	assert.EqualValues(t, 1, reg.mustLookup(t, ln.Addr().String()).Requests(), "the request went round more than once")
 }
 
