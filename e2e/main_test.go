@@ -7,9 +7,9 @@
 //
 //	go test -count=1 -tags e2e -timeout 15m ./e2e/...
 //
-// It needs /usr/bin/python3 with torch, flask and gunicorn (Debian packages
-// python3-torch, python3-flask, gunicorn) and fails, never skips, without
-// them.
+// It needs /usr/bin/python3 with torch, flask, gunicorn and grpcio (Debian
+// packages python3-torch, python3-flask, gunicorn, python3-grpcio) and
+// fails, never skips, without them.
 package e2e
 
 import (
@@ -62,9 +62,9 @@ func setup() (string, error) {
 	if _, err := os.Stat(filepath.Join(repoRoot, "go.mod")); err != nil {
 		return "", fmt.Errorf("no go.mod above the test directory %s: %w", wd, err)
 	}
-	if out, err := exec.Command(python, "-c", "import torch, flask, gunicorn").CombinedOutput(); err != nil {
-		return "", fmt.Errorf("%s cannot import torch, flask and gunicorn (%w): %s\n"+
-			"install the Debian packages python3-torch python3-flask gunicorn (make deps)", python, err, out)
+	if out, err := exec.Command(python, "-c", "import torch, flask, gunicorn, grpc").CombinedOutput(); err != nil {
+		return "", fmt.Errorf("%s cannot import torch, flask, gunicorn and grpc (%w): %s\n"+
+			"install the Debian packages python3-torch python3-flask gunicorn python3-grpcio (make deps)", python, err, out)
 	}
 	dir, err := os.MkdirTemp("", "switchyard-e2e-")
 	if err != nil {
