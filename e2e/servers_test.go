@@ -87,6 +87,8 @@ type gatewayConfig struct {
 	// NoAutoRollback turns off the analysis' automatic rollback (on by
 	// default), for a test of the operator's rollback that it would race.
 	NoAutoRollback bool
+	// RetryNonIdempotent sets both pools' retry_non_idempotent.
+	RetryNonIdempotent bool
 }
 
 // predictBody is the request the load, the warmup and the reference
@@ -130,12 +132,13 @@ warmup:
   expect_json_field: outputs
   timeout: 10s
 pools:
-  blue: {version: %s, backends: [%s]}
-  green: {version: %s, backends: [%s]}
+  blue: {version: %s, backends: [%s], retry_non_idempotent: %t}
+  green: {version: %s, backends: [%s], retry_non_idempotent: %t}
 switch:
   drain_timeout: 5s
   min_ready: "100%%"
-%s`, c.Traffic, c.Admin, c.Active, predictBody, blueVersion, c.Blue, greenVersion, c.Green, analysis)
+%s`, c.Traffic, c.Admin, c.Active, predictBody, blueVersion, c.Blue, c.RetryNonIdempotent, greenVersion, c.Green,
+		c.RetryNonIdempotent, analysis)
 }
 
 // gateway is a running `switchyard serve`.

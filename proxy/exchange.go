@@ -91,14 +91,15 @@ type sendError struct{ err error }
 func (e *sendError) Error() string { return "exchange: " + e.err.Error() }
 func (e *sendError) Unwrap() error { return e.err }
 
-// silentError is a reused connection that ended without one byte of an
-// answer. Either the backend closed it just as the request went out (it
-// never read it), or it died while running the request: the handler tells
-// them apart by whether the backend still accepts connections.
+// silentError is a connection that ended without one byte of an answer
+// after the request went out. Either the backend closed it just as the
+// request arrived (it never read it), or it died while running the
+// request: the handler tells them apart by whether the backend is still
+// there.
 type silentError struct{ err error }
 
 func (e *silentError) Error() string {
-	return "exchange: keep-alive connection ended before any answer: " + e.err.Error()
+	return "exchange: connection ended before any answer: " + e.err.Error()
 }
 func (e *silentError) Unwrap() error { return e.err }
 
@@ -155,11 +156,12 @@ func (ex *exchange) send(ctx *fasthttp.RequestCtx, c *upstreamConn, s *Snapshot)
 		}
 		return &sendError{err}
 	}
-	// The connection was checked open before the write. Silence on a
-	// reused one may still be a close that crossed our request; the
-	// handler decides whether that request can have run.
+	// The connection was checked open before the write. An end without
+	// one byte of answer may be a close that crossed our request, or a
+	// backend that died running it; the handler decides whether that
+	// request can have run.
 	if _, err := c.br.Peek(1); err != nil {
-		if c.reused && !isTimeout(err) {
+		if !isTimeout(err) {
 			return &silentError{err}
 		}
 		return &sendError{err}

@@ -300,10 +300,10 @@ func writeErrorBody(ctx *fasthttp.RequestCtx, status int, body []byte) {
 // retryable reports whether a failed exchange may go to another backend:
 // always when nothing was sent; never after a timeout, which would double
 // the load on a slow model; for idempotent methods, or any method where the
-// pool allows it (retry_non_idempotent); and when a reused connection
-// ended without a byte of answer from a backend that now refuses
-// connections: a stopped server closed it as the request went out, and
-// cannot have run it.
+// pool allows it (retry_non_idempotent); and when a connection ended
+// without a byte of answer from a backend that is gone: a stopped or
+// killed server closed it under the request, and no process is left to
+// have finished it.
 func retryable(err error, ctx *fasthttp.RequestCtx, p *Pool, b *Backend, s *Snapshot) bool {
 	var de *dialError
 	if errors.As(err, &de) {
@@ -316,18 +316,30 @@ func retryable(err error, ctx *fasthttp.RequestCtx, p *Pool, b *Backend, s *Snap
 		return true
 	}
 	var se *silentError
-	return errors.As(err, &se) && refusesConnections(b.addr, s.connectTimeout)
+	return errors.As(err, &se) && backendGone(b.addr, s.connectTimeout)
 }
 
-// refusesConnections dials addr once: a refusal means no process listens
-// there any more. Any other outcome (accepted, timed out) proves nothing.
-func refusesConnections(addr string, timeout time.Duration) bool {
+// goneCheck bounds how long backendGone watches a new connection: a
+// server that is exiting resets the connections left in its listen queue
+// within milliseconds, a live one keeps them open and quiet.
+const goneCheck = 100 * time.Millisecond
+
+// backendGone reports whether no server is left at addr: it refuses a
+// connection, or accepts one (the kernel's listen queue outlives a killed
+// process by a few milliseconds) and resets or closes it at once. Any
+// other outcome proves nothing, and the answer is false.
+func backendGone(addr string, timeout time.Duration) bool {
 	c, err := net.DialTimeout("tcp", addr, min(timeout, 250*time.Millisecond))
-	if err == nil {
-		_ = c.Close()
+	if err != nil {
+		return errors.Is(err, syscall.ECONNREFUSED)
+	}
+	defer c.Close()
+	if err := c.SetReadDeadline(time.Now().Add(goneCheck)); err != nil {
 		return false
 	}
-	return errors.Is(err, syscall.ECONNREFUSED)
+	var b [1]byte
+	_, err = c.Read(b[:])
+	return err != nil && !isTimeout(err)
 }
 
 func isIdempotent(h *fasthttp.RequestHeader) bool {
