@@ -99,7 +99,7 @@ func evaluate(a config.Analysis, cand, pairedCand, pairedBase proxy.Window, shad
 	}
 	// A P99 from fewer samples is the slowest one or two requests: noise.
 	if a.MaxP99 > 0 && cand.Requests >= minP99Samples && cand.P99 > a.MaxP99.D() {
-		v.Reasons = append(v.Reasons, fmt.Sprintf("P99 %s is above max_p99 %s", cand.P99, a.MaxP99.D()))
+		v.Reasons = append(v.Reasons, fmt.Sprintf("P99 %s is above max_p99 %s", roundLatency(cand.P99), a.MaxP99.D()))
 	}
 	if maxRatio := *a.MaxP99Ratio; maxRatio > 0 {
 		// A relative check needs enough of both colors, measured in the
@@ -113,7 +113,7 @@ func evaluate(a config.Analysis, cand, pairedCand, pairedBase proxy.Window, shad
 		case pairedCand.P99 > a.P99Floor.D() && pairedBase.P99 > 0:
 			if ratio := float64(pairedCand.P99) / float64(pairedBase.P99); ratio > maxRatio {
 				v.Reasons = append(v.Reasons, fmt.Sprintf("P99 %s is %.2fx the baseline's %s in the same seconds, above max_p99_ratio %.2f",
-					pairedCand.P99, ratio, pairedBase.P99, maxRatio))
+					roundLatency(pairedCand.P99), ratio, roundLatency(pairedBase.P99), maxRatio))
 			}
 		}
 	}
@@ -367,4 +367,17 @@ func later(a, b time.Time) time.Time {
 		return a
 	}
 	return b
+}
+
+// roundLatency keeps the digits a reader of a reason needs: 41.4ms, not
+// 41.358703ms.
+func roundLatency(d time.Duration) time.Duration {
+	switch {
+	case d >= time.Second:
+		return d.Round(10 * time.Millisecond)
+	case d >= time.Millisecond:
+		return d.Round(100 * time.Microsecond)
+	default:
+		return d.Round(time.Microsecond)
+	}
 }

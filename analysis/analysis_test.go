@@ -757,3 +757,22 @@ func TestPromote_ErrorsAreTyped(t *testing.T) {
 	assert.Contains(t, e.Error(), "error ratio 0.5")
 	assert.Contains(t, ErrNothingToPromote.Error(), "analysis:")
 }
+
+// Reasons are read by operators in the console and the CLI: latencies are
+// rounded to what matters, not printed to the nanosecond.
+func TestRoundLatency_KeepsTheDigitsThatMatter(t *testing.T) {
+	testCases := []struct {
+		in   time.Duration
+		want string
+	}{
+		{in: 41358703 * time.Nanosecond, want: "41.4ms"},
+		{in: 1234567 * time.Nanosecond, want: "1.2ms"},
+		{in: 987654 * time.Nanosecond, want: "988µs"},
+		{in: 2345678901 * time.Nanosecond, want: "2.35s"},
+	}
+	for _, test := range testCases {
+		t.Run(test.want, func(t *testing.T) {
+			assert.Equal(t, test.want, roundLatency(test.in).String())
+		})
+	}
+}
