@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -244,6 +245,9 @@ func TestClient_UnfinishedRequestHeadIsCutAtTheHeaderTimeout(t *testing.T) {
 			if err == nil {
 				resp.Body.Close()
 				assert.Contains(t, []int{http.StatusBadRequest, http.StatusRequestTimeout}, resp.StatusCode)
+			} else {
+				var ne net.Error
+				require.False(t, errors.As(err, &ne) && ne.Timeout(), "the gateway held the connection open: %v", err)
 			}
 			// Meanwhile and afterwards everyone else is served.
 			r, err := newClient(t).Get(gw.URL + "/")
