@@ -33,14 +33,15 @@ const (
 type ListenerTLS struct {
 	// CertFile is the PEM certificate chain (leaf first). Default "": the
 	// listener is plain TCP. Set both CertFile and KeyFile, or neither.
-	// Turning TLS on or off needs a restart; new contents of the files
+	// Turning TLS on or off, or naming other files, needs a restart (a
+	// reload reports it in restart_needed); new contents of the files
 	// (cert-manager's rotation through the kubelet's symlink swap
 	// included) are served from the next handshake, without restart.
 	CertFile string `yaml:"cert_file"`
 	// KeyFile is the PEM private key of CertFile. Default "".
 	KeyFile string `yaml:"key_file"`
 	// MinVersion is the lowest TLS version accepted: "1.2" (default) or
-	// "1.3".
+	// "1.3". Changing it needs a restart.
 	MinVersion string `yaml:"min_version"`
 }
 
@@ -48,7 +49,11 @@ type ListenerTLS struct {
 func (t *ListenerTLS) On() bool { return t.CertFile != "" || t.KeyFile != "" }
 
 // UpstreamTLS is TLS from the gateway to a pool's backends. It needs an
-// HTTP/2 protocol (h2c or grpc): HTTP/2 is then negotiated by ALPN.
+// HTTP/2 protocol (h2c or grpc): HTTP/2 is then negotiated by ALPN. The
+// health probes and the warmup dial the backends with the same settings
+// (gRPC over TLS; https for the HTTP kinds, HTTP/2 or HTTP/1.1 by ALPN).
+// A reload that changes them takes effect on new connections: the proxy,
+// the probes and the warmup dial the pool's backends anew.
 type UpstreamTLS struct {
 	// Enabled dials the backends with TLS. Default false: cleartext.
 	Enabled bool `yaml:"enabled"`

@@ -146,7 +146,10 @@ func TestGRPC_UnaryInferUnderSwitchesEvery100ms(t *testing.T) {
 		calls []call
 		wg    sync.WaitGroup
 	)
-	ctx, stop := context.WithTimeout(context.Background(), 4*time.Second)
+	// The calls run until the switches are done: a count, not a duration,
+	// so a slow machine makes the test slower, never flaky.
+	const switchesWanted = 40
+	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	for range 8 {
 		wg.Add(1)
@@ -169,12 +172,8 @@ func TestGRPC_UnaryInferUnderSwitchesEvery100ms(t *testing.T) {
 	}
 	spans := []switchSpan{{to: "blue"}}
 	tick := time.NewTicker(100 * time.Millisecond)
-	for ctx.Err() == nil {
-		select {
-		case <-tick.C:
-		case <-ctx.Done():
-			continue
-		}
+	for len(spans)-1 < switchesWanted {
+		<-tick.C
 		asked := time.Now()
 		code, body := post(t, client, gw.adminURL("/admin/switch"), `{"to":"toggle"}`)
 		require.Equal(t, http.StatusOK, code, "%s", body)
@@ -183,6 +182,7 @@ func TestGRPC_UnaryInferUnderSwitchesEvery100ms(t *testing.T) {
 		spans = append(spans, switchSpan{asked: asked, done: time.Now(), to: res.To})
 	}
 	tick.Stop()
+	stop()
 	wg.Wait()
 
 	possible := func(color string, start, end time.Time) bool {
@@ -206,7 +206,6 @@ func TestGRPC_UnaryInferUnderSwitchesEvery100ms(t *testing.T) {
 		require.True(t, possible(color, cl.start, cl.end), "call %d answered by %s, never active during it", i, color)
 		byColor[color]++
 	}
-	require.GreaterOrEqual(t, len(spans)-1, 30, "switches")
 	assert.Positive(t, byColor["blue"])
 	assert.Positive(t, byColor["green"])
 	t.Logf("%d ModelInfer calls, %d switches, none failed: %v", len(calls), len(spans)-1, byColor)

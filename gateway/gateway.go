@@ -412,7 +412,7 @@ func targets(cfg *config.Config, snap *proxy.Snapshot, specs [2]*warmup.Spec) []
 		pc := cfg.Pools.Get(c)
 		for _, b := range snap.Pool(c).Backends {
 			out = append(out, health.Target{Backend: b, Color: c, Version: pc.Version, Health: *pc.Health,
-				Warmup: specs[i], KeepWarm: pc.Warmup.KeepWarmInterval.D()})
+				Warmup: specs[i], KeepWarm: pc.Warmup.KeepWarmInterval.D(), TLS: pc.TLS})
 		}
 	}
 	return out

@@ -188,6 +188,12 @@ func (r *reloader) keepRestartOnly(cfg *config.Config) []string {
 	keep("listen", &cfg.Listen, r.started.Listen)
 	keep("admin.listen", &cfg.Admin.Listen, r.started.Admin.Listen)
 	keep("state_dir", &cfg.StateDir, r.started.StateDir)
+	// The listener's kind (TLS or cleartext), the files its certificate is
+	// re-read from and its lowest version are fixed when it starts; new
+	// contents of the same files need no restart.
+	keep("tls.cert_file", &cfg.TLS.CertFile, r.started.TLS.CertFile)
+	keep("tls.key_file", &cfg.TLS.KeyFile, r.started.TLS.KeyFile)
+	keep("tls.min_version", &cfg.TLS.MinVersion, r.started.TLS.MinVersion)
 	if cfg.Proxy.Client != r.started.Proxy.Client {
 		msgs = append(msgs, fmt.Sprintf("proxy.client: %+v -> %+v needs a restart; still %+v",
 			r.started.Proxy.Client, cfg.Proxy.Client, r.started.Proxy.Client))

@@ -97,8 +97,14 @@ func repair(t *testing.T, path string) {
 // probes or warmup: what the tests below exercise is only what it records.
 func newBareReloader(t *testing.T) (*reloader, string) {
 	t.Helper()
+	return newBareReloaderOf(t, unreadableConfig)
+}
+
+// newBareReloaderOf is newBareReloader started with the config content.
+func newBareReloaderOf(t *testing.T, content string) (*reloader, string) {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "switchyard.yaml")
-	require.NoError(t, os.WriteFile(path, []byte(unreadableConfig), 0o644))
+	require.NoError(t, os.WriteFile(path, []byte(content), 0o644))
 	cfg, data, err := config.Load(path)
 	require.NoError(t, err)
 	reg := prometheus.NewRegistry()

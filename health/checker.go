@@ -2,9 +2,11 @@ package health
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -17,8 +19,8 @@ import (
 
 // Warmer sends dummy inference to a backend; *warmup.Warmer is the real one.
 type Warmer interface {
-	Warm(ctx context.Context, addr string, spec *warmup.Spec, progress warmup.Progress) (warmup.Result, error)
-	Ping(ctx context.Context, addr string, spec *warmup.Spec) (time.Duration, error)
+	Warm(ctx context.Context, b warmup.Backend, spec *warmup.Spec, progress warmup.Progress) (warmup.Result, error)
+	Ping(ctx context.Context, b warmup.Backend, spec *warmup.Spec) (time.Duration, error)
 }
 
 // Target is one backend to watch, with the settings of its pool.
@@ -31,6 +33,17 @@ type Target struct {
 	Warmup *warmup.Spec
 	// KeepWarm is the standby keep-warm interval; 0 disables it.
 	KeepWarm time.Duration
+	// TLS is the pool's backend TLS (pools.*.tls). When enabled, probes
+	// and warmup dial the backend with the config the proxy dials it
+	// with (proxy.NewUpstreamTLS): gRPC over TLS, https for the HTTP
+	// kinds. A Sync that changes it re-creates the backend's probe and
+	// warmup connections. Default: cleartext.
+	TLS config.UpstreamTLS
+
+	// tls is TLS built by Sync; nil in cleartext or when tlsErr says why
+	// it did not load.
+	tls    *tls.Config
+	tlsErr error
 }
 
 // Checker probes and warms every backend it is given, one goroutine per
@@ -46,6 +59,8 @@ type Checker struct {
 
 	mu       sync.Mutex
 	monitors map[string]*monitor
+	// upstreams are the pools' backend TLS configs, built by Sync.
+	upstreams map[config.UpstreamTLS]upstreamTLS
 	// shared remembers GPU sharing already reported, to log it once.
 	shared map[string]bool
 
@@ -58,17 +73,7 @@ type Checker struct {
 // backends get keep-warm inference.
 func New(log *zap.Logger, warmer Warmer, active func() config.Color) *Checker {
 	ctx, cancel := context.WithCancel(context.Background())
-	tr := &http.Transport{
-		MaxIdleConnsPerHost: 1,
-		// Keep probe connections across intervals: a new connection per
-		// probe costs more than the probe (1,000 backends at 2 s would be
-		// 500 dials a second). A server that closes sooner (gunicorn
-		// keeps 2 s) is noticed by net/http, which re-dials; a GET that
-		// meets a connection closed in between is retried by net/http.
-		IdleConnTimeout:   90 * time.Second,
-		DisableKeepAlives: false,
-	}
-	get := &httpGetter{client: &http.Client{Transport: tr, CheckRedirect: noRedirect}}
+	get := &httpGetter{client: &http.Client{Transport: probeTransport(nil), CheckRedirect: noRedirect}}
 	return &Checker{
 		log:      log,
 		prober:   buildProber(get),
@@ -90,6 +95,8 @@ func noRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastRe
 func (c *Checker) Sync(targets []Target) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	targets = slices.Clone(targets)
+	c.upstreams = c.resolveTLS(targets)
 	keep := make(map[string]bool, len(targets))
 	for _, t := range targets {
 		addr := t.Backend.Addr()

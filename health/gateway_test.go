@@ -97,7 +97,7 @@ func targetsOf(t *testing.T, cfg *config.Config, snap *proxy.Snapshot) []Target 
 		require.NoError(t, err)
 		for _, b := range snap.Pool(c).Backends {
 			out = append(out, Target{Backend: b, Color: c, Version: pc.Version, Health: *pc.Health,
-				Warmup: spec, KeepWarm: pc.Warmup.KeepWarmInterval.D()})
+				Warmup: spec, KeepWarm: pc.Warmup.KeepWarmInterval.D(), TLS: pc.TLS})
 		}
 	}
 	return out

@@ -194,19 +194,19 @@ func newCountingWarmer(w Warmer) *countingWarmer {
 	return &countingWarmer{Warmer: w, warms: map[string]int{}, pings: map[string]int{}, errs: map[string]int{}}
 }
 
-func (w *countingWarmer) Warm(ctx context.Context, addr string, spec *warmup.Spec, p warmup.Progress) (warmup.Result, error) {
+func (w *countingWarmer) Warm(ctx context.Context, b warmup.Backend, spec *warmup.Spec, p warmup.Progress) (warmup.Result, error) {
 	w.mu.Lock()
-	w.warms[addr]++
+	w.warms[b.Addr]++
 	w.mu.Unlock()
-	return w.Warmer.Warm(ctx, addr, spec, p)
+	return w.Warmer.Warm(ctx, b, spec, p)
 }
 
-func (w *countingWarmer) Ping(ctx context.Context, addr string, spec *warmup.Spec) (time.Duration, error) {
-	lat, err := w.Warmer.Ping(ctx, addr, spec)
+func (w *countingWarmer) Ping(ctx context.Context, b warmup.Backend, spec *warmup.Spec) (time.Duration, error) {
+	lat, err := w.Warmer.Ping(ctx, b, spec)
 	w.mu.Lock()
-	w.pings[addr]++
+	w.pings[b.Addr]++
 	if err != nil {
-		w.errs[addr]++
+		w.errs[b.Addr]++
 	}
 	w.mu.Unlock()
 	return lat, err
@@ -232,7 +232,7 @@ func newGateWarmer() *gateWarmer {
 	return &gateWarmer{started: make(chan struct{}, 16), release: make(chan error)}
 }
 
-func (w *gateWarmer) Warm(ctx context.Context, _ string, spec *warmup.Spec, progress warmup.Progress) (warmup.Result, error) {
+func (w *gateWarmer) Warm(ctx context.Context, _ warmup.Backend, spec *warmup.Spec, progress warmup.Progress) (warmup.Result, error) {
 	w.calls.Add(1)
 	progress(1, spec.Requests)
 	w.started <- struct{}{}
@@ -244,7 +244,7 @@ func (w *gateWarmer) Warm(ctx context.Context, _ string, spec *warmup.Spec, prog
 	}
 }
 
-func (w *gateWarmer) Ping(context.Context, string, *warmup.Spec) (time.Duration, error) {
+func (w *gateWarmer) Ping(context.Context, warmup.Backend, *warmup.Spec) (time.Duration, error) {
 	return time.Millisecond, nil
 }
 

@@ -2,11 +2,13 @@ package health
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"sync"
 
 	"github.com/switchyard/switchyard/config"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
@@ -22,8 +24,8 @@ var _ kind = grpcKind{}
 
 func (grpcKind) defaultPath() string { return "" }
 
-func (k grpcKind) probe(ctx context.Context, addr string, h *config.Health) (Report, error) {
-	cc, err := k.conns.get(addr)
+func (k grpcKind) probe(ctx context.Context, ep endpoint, h *config.Health) (Report, error) {
+	cc, err := k.conns.get(ep)
 	if err != nil {
 		return Report{}, err
 	}
@@ -39,42 +41,59 @@ func (k grpcKind) probe(ctx context.Context, addr string, h *config.Health) (Rep
 
 // grpcConns keeps one gRPC client connection per backend, so that probes
 // reuse an HTTP/2 connection across intervals, as the HTTP kinds reuse
-// theirs. Backends are dialed in cleartext (h2c), as the gateway's grpc
-// and h2c pools are by default.
+// theirs. A backend is dialed in cleartext (h2c), or with its endpoint's
+// TLS config when its pool's tls is enabled; a probe with another config
+// (a reload edited pools.*.tls) replaces the connection.
 type grpcConns struct {
 	mu    sync.Mutex
-	conns map[string]*grpc.ClientConn
+	conns map[string]grpcConn
 }
 
-func newGRPCConns() *grpcConns { return &grpcConns{conns: map[string]*grpc.ClientConn{}} }
+// grpcConn is a backend's connection and the TLS config it dials with
+// (nil: cleartext).
+type grpcConn struct {
+	tls *tls.Config
+	cc  *grpc.ClientConn
+}
 
-// get returns addr's connection, creating it (lazily: no I/O) on first use.
-func (g *grpcConns) get(addr string) (*grpc.ClientConn, error) {
+func newGRPCConns() *grpcConns { return &grpcConns{conns: map[string]grpcConn{}} }
+
+// get returns ep's connection, creating it (lazily: no I/O) on first use
+// or when ep's TLS config is not the one it was built with.
+func (g *grpcConns) get(ep endpoint) (*grpc.ClientConn, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if cc, ok := g.conns[addr]; ok {
-		return cc, nil
+	old, ok := g.conns[ep.addr]
+	if ok && old.tls == ep.tls {
+		return old.cc, nil
 	}
 	if g.conns == nil {
 		return nil, fmt.Errorf("health: gRPC probes are stopped")
 	}
-	cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+	creds := insecure.NewCredentials()
+	if ep.tls != nil {
+		creds = credentials.NewTLS(ep.tls)
+	}
+	cc, err := grpc.NewClient("passthrough:///"+ep.addr, grpc.WithTransportCredentials(creds),
 		grpc.WithUserAgent("switchyard-probe"))
 	if err != nil {
-		return nil, fmt.Errorf("gRPC client for %s: %w", addr, err)
+		return nil, fmt.Errorf("gRPC client for %s: %w", ep.addr, err)
 	}
-	g.conns[addr] = cc
+	if ok {
+		_ = old.cc.Close()
+	}
+	g.conns[ep.addr] = grpcConn{tls: ep.tls, cc: cc}
 	return cc, nil
 }
 
 // forget closes the connection of a backend no longer watched.
 func (g *grpcConns) forget(addr string) {
 	g.mu.Lock()
-	cc, ok := g.conns[addr]
+	c, ok := g.conns[addr]
 	delete(g.conns, addr)
 	g.mu.Unlock()
 	if ok {
-		_ = cc.Close()
+		_ = c.cc.Close()
 	}
 }
 
@@ -84,8 +103,8 @@ func (g *grpcConns) close() {
 	conns := g.conns
 	g.conns = nil
 	g.mu.Unlock()
-	for _, cc := range conns {
-		_ = cc.Close()
+	for _, c := range conns {
+		_ = c.cc.Close()
 	}
 }
 

@@ -15,6 +15,6 @@ var _ kind = httpKind{}
 
 func (httpKind) defaultPath() string { return "/health" }
 
-func (k httpKind) probe(ctx context.Context, addr string, h *config.Health) (Report, error) {
-	return Report{}, k.http.getOK(ctx, addr, h.Path, nil)
+func (k httpKind) probe(ctx context.Context, ep endpoint, h *config.Health) (Report, error) {
+	return Report{}, k.http.getOK(ctx, ep, h.Path, nil)
 }

@@ -22,8 +22,8 @@ func (jsonKind) defaultPath() string { return "/health" }
 // probe reads the body whatever the status: a server that answers 503
 // while its model loads still reports its boot_id, and its own words
 // ("status is loading") make a better error than the status code alone.
-func (k jsonKind) probe(ctx context.Context, addr string, h *config.Health) (Report, error) {
-	status, body, err := k.http.get(ctx, addr, h.Path)
+func (k jsonKind) probe(ctx context.Context, ep endpoint, h *config.Health) (Report, error) {
+	status, body, err := k.http.get(ctx, ep, h.Path)
 	if err != nil {
 		return Report{}, err
 	}

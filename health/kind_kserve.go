@@ -19,12 +19,12 @@ func (kserveKind) defaultPath() string { return "/v2/health/ready" }
 
 // probe asks the server before the model, so a server that is not ready
 // is reported as such rather than as a missing model.
-func (k kserveKind) probe(ctx context.Context, addr string, h *config.Health) (Report, error) {
-	if err := k.http.getOK(ctx, addr, h.Path, nil); err != nil {
+func (k kserveKind) probe(ctx context.Context, ep endpoint, h *config.Health) (Report, error) {
+	if err := k.http.getOK(ctx, ep, h.Path, nil); err != nil {
 		return Report{}, err
 	}
 	if h.Model == "" {
 		return Report{}, nil
 	}
-	return Report{}, k.http.getOK(ctx, addr, "/v2/models/"+url.PathEscape(h.Model)+"/ready", nil)
+	return Report{}, k.http.getOK(ctx, ep, "/v2/models/"+url.PathEscape(h.Model)+"/ready", nil)
 }

@@ -31,8 +31,8 @@ const bootIDKey = "boot-id"
 
 func (kserveGRPCKind) defaultPath() string { return "" }
 
-func (k kserveGRPCKind) probe(ctx context.Context, addr string, h *config.Health) (Report, error) {
-	cc, err := k.conns.get(addr)
+func (k kserveGRPCKind) probe(ctx context.Context, ep endpoint, h *config.Health) (Report, error) {
+	cc, err := k.conns.get(ep)
 	if err != nil {
 		return Report{}, err
 	}

@@ -16,8 +16,8 @@ var _ kind = torchServeKind{}
 
 func (torchServeKind) defaultPath() string { return "/ping" }
 
-func (k torchServeKind) probe(ctx context.Context, addr string, h *config.Health) (Report, error) {
-	return Report{}, k.http.getOK(ctx, addr, h.Path, parseTorchServePing)
+func (k torchServeKind) probe(ctx context.Context, ep endpoint, h *config.Health) (Report, error) {
+	return Report{}, k.http.getOK(ctx, ep, h.Path, parseTorchServePing)
 }
 
 // parseTorchServePing checks a 2xx /ping body. The body, not the status

@@ -17,6 +17,6 @@ var _ kind = vllmKind{}
 
 func (vllmKind) defaultPath() string { return "/health" }
 
-func (k vllmKind) probe(ctx context.Context, addr string, h *config.Health) (Report, error) {
-	return Report{}, k.http.getOK(ctx, addr, h.Path, nil)
+func (k vllmKind) probe(ctx context.Context, ep endpoint, h *config.Health) (Report, error) {
+	return Report{}, k.http.getOK(ctx, ep, h.Path, nil)
 }

@@ -15,11 +15,11 @@ type kind interface {
 	// it in (config.DefaultProbePath) because config cannot import
 	// health; TestKinds_DefaultPathsAreConfigs keeps the two equal.
 	defaultPath() string
-	// probe asks the backend at addr once, within ctx. A nil error means
+	// probe asks the backend at ep once, within ctx. A nil error means
 	// healthy. The Report holds what the server said about itself even
 	// when it is not healthy: a json body saying "loading" still carries
 	// the boot_id that tells a restart.
-	probe(ctx context.Context, addr string, h *config.Health) (Report, error)
+	probe(ctx context.Context, ep endpoint, h *config.Health) (Report, error)
 }
 
 // builtinKinds returns every probe kind by the name config knows it by,

@@ -2,12 +2,14 @@ package health
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/switchyard/switchyard/proxy"
+	"github.com/switchyard/switchyard/warmup"
 	"go.uber.org/zap"
 )
 
@@ -52,6 +54,9 @@ type monitor struct {
 	settings atomic.Pointer[Target]
 	cancel   context.CancelFunc
 
+	// ep is how probes reach the backend; only run's goroutine uses it.
+	ep endpoint
+
 	mu sync.Mutex
 	st State
 	// busy is true while a warmup or keep-warm request runs; one at a time.
@@ -92,6 +97,8 @@ func (m *monitor) logger() *zap.Logger {
 
 func (m *monitor) run(ctx context.Context) {
 	defer m.c.wg.Done()
+	m.ep = endpoint{addr: m.addr}
+	defer func() { m.ep.close() }()
 	// Probe new backends at once, but spread a fleet's first probes.
 	first := time.Duration(rand.Int64N(int64(50 * time.Millisecond)))
 	timer := time.NewTimer(first)
@@ -105,7 +112,7 @@ func (m *monitor) run(ctx context.Context) {
 		}
 		s := m.settings.Load()
 		pctx, cancel := context.WithTimeout(ctx, s.Health.Timeout.D())
-		rep, err := m.c.prober.probe(pctx, m.addr, &s.Health)
+		rep, err := m.probe(pctx, s)
 		cancel()
 		if ctx.Err() != nil {
 			m.b.SetReady(false)
@@ -117,6 +124,27 @@ func (m *monitor) run(ctx context.Context) {
 		}
 		timer.Reset(jittered(s.Health.Interval.D(), s.Health.Jitter.D()))
 	}
+}
+
+// probe checks the backend once with s's settings. When the pool's TLS
+// config is not the one the endpoint was built with (a reload edited
+// pools.*.tls), the endpoint is built anew first and the old one's
+// connections closed.
+func (m *monitor) probe(ctx context.Context, s *Target) (Report, error) {
+	if s.tlsErr != nil {
+		return Report{}, fmt.Errorf("pools.%s.tls: %w", s.Color, s.tlsErr)
+	}
+	if m.ep.tls != s.tls {
+		m.ep.close()
+		m.ep = newEndpoint(m.addr, s.tls)
+	}
+	return m.c.prober.probe(ctx, m.ep, &s.Health)
+}
+
+// backend is where warmup for s goes: the backend, dialed as probes dial
+// it.
+func (m *monitor) backend(s *Target) warmup.Backend {
+	return warmup.Backend{Addr: m.addr, TLS: s.tls}
 }
 
 // observe applies one probe result: counts passes and failures, changes
@@ -210,7 +238,7 @@ func (m *monitor) warm(ctx context.Context, s *Target, epoch int) {
 	start := time.Now()
 	l := m.logger()
 	l.Info("warmup started", zap.Int("requests", s.Warmup.Requests), zap.String("path", s.Warmup.Path))
-	res, err := m.c.warmer.Warm(ctx, m.addr, s.Warmup, func(passed, needed int) {
+	res, err := m.c.warmer.Warm(ctx, m.backend(s), s.Warmup, func(passed, needed int) {
 		m.mu.Lock()
 		m.st.WarmPassed, m.st.WarmNeeded = passed, needed
 		m.mu.Unlock()
@@ -258,7 +286,7 @@ func (m *monitor) keepWarm(ctx context.Context, s *Target) {
 	if s.Warmup.Timeout > 0 {
 		pctx, cancel = context.WithTimeout(ctx, s.Warmup.Timeout)
 	}
-	lat, err := m.c.warmer.Ping(pctx, m.addr, s.Warmup)
+	lat, err := m.c.warmer.Ping(pctx, m.backend(s), s.Warmup)
 	cancel()
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -28,20 +28,21 @@ func buildProber(get *httpGetter) *prober {
 	return &prober{http: get, grpc: conns, kinds: builtinKinds(get, conns)}
 }
 
-// probe checks addr the way h.Kind says and returns what it learned.
-func (p *prober) probe(ctx context.Context, addr string, h *config.Health) (Report, error) {
+// probe checks the backend at ep the way h.Kind says and returns what it
+// learned.
+func (p *prober) probe(ctx context.Context, ep endpoint, h *config.Health) (Report, error) {
 	k, ok := p.kinds[h.Kind]
 	if !ok {
 		// config validation refuses unknown kinds; this only guards a
 		// Target built without it.
 		return Report{}, fmt.Errorf("health: probe kind %q is not built in", h.Kind)
 	}
-	r, err := k.probe(ctx, addr, h)
+	r, err := k.probe(ctx, ep, h)
 	if err != nil {
 		return r, err
 	}
 	if h.MetricsPath != "" {
-		status, body, err := p.http.get(ctx, addr, h.MetricsPath)
+		status, body, err := p.http.get(ctx, ep, h.MetricsPath)
 		if err != nil {
 			return r, nil // metrics are extra: a failed scrape does not make a backend unhealthy
 		}
@@ -61,15 +62,17 @@ func (p *prober) close() {
 }
 
 // httpGetter sends the GETs of the HTTP probe kinds and of metrics
-// scrapes, on one client whose connections outlive each probe.
+// scrapes, on clients whose connections outlive each probe: one shared
+// client for backends in cleartext, and the endpoint's own for a backend
+// whose pool dials with TLS.
 type httpGetter struct {
 	client *http.Client
 }
 
 // getOK GETs path and wants a 2xx answer whose body passes check (when
 // check is not nil).
-func (g *httpGetter) getOK(ctx context.Context, addr, path string, check func([]byte) error) error {
-	status, body, err := g.get(ctx, addr, path)
+func (g *httpGetter) getOK(ctx context.Context, ep endpoint, path string, check func([]byte) error) error {
+	status, body, err := g.get(ctx, ep, path)
 	if err != nil {
 		return err
 	}
@@ -85,14 +88,19 @@ func (g *httpGetter) getOK(ctx context.Context, addr, path string, check func([]
 }
 
 // get GETs path and returns the status and at most maxProbeBody of the
-// body, whatever the status.
-func (g *httpGetter) get(ctx context.Context, addr, path string) (int, []byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
+// body, whatever the status: over https with the endpoint's TLS config
+// when it has one, else over http.
+func (g *httpGetter) get(ctx context.Context, ep endpoint, path string) (int, []byte, error) {
+	client, scheme := g.client, "http://"
+	if ep.tls != nil {
+		client, scheme = ep.http, "https://"
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+ep.addr+path, nil)
 	if err != nil {
-		return 0, nil, fmt.Errorf("probe request for %s%s: %w", addr, path, err)
+		return 0, nil, fmt.Errorf("probe request for %s%s: %w", ep.addr, path, err)
 	}
 	req.Header.Set("User-Agent", "switchyard-probe")
-	resp, err := g.client.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return 0, nil, simplify(err)
 	}

@@ -45,7 +45,7 @@ func probeOnce(t *testing.T, p *prober, addr string, h config.Health) (Report, e
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), h.Timeout.D())
 	defer cancel()
-	return p.probe(ctx, addr, &h)
+	return p.probe(ctx, endpoint{addr: addr}, &h)
 }
 
 // probeCase is one probe of a fake model server and what it must find.

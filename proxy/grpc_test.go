@@ -82,7 +82,10 @@ func TestGRPC_UnaryUnderSwitchesEvery100msNeverFailsNorAnswersFromAnInactiveColo
 	var log activeLog
 	log.switched(config.Blue, time.Now(), time.Now())
 
-	ctx, stop := context.WithTimeout(context.Background(), 2*time.Second)
+	// The calls run until the switches are done: a count, not a duration,
+	// so a slow machine makes the test slower, never flaky.
+	const switchesWanted = 20
+	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	type result struct {
 		color      string
@@ -105,18 +108,15 @@ func TestGRPC_UnaryUnderSwitchesEvery100msNeverFailsNorAnswersFromAnInactiveColo
 	switches := 0
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
-	for ctx.Err() == nil {
-		select {
-		case <-tick.C:
-		case <-ctx.Done():
-			continue
-		}
+	for switches < switchesWanted {
+		<-tick.C
 		asked := time.Now()
 		res, err := gw.Router.Switch(SwitchRequest{Toggle: true, Trigger: TriggerAdmin})
 		require.NoError(t, err)
 		log.switched(res.To, asked, time.Now())
 		switches++
 	}
+	stop()
 	wg.Wait()
 	close(results)
 	n, byColor := 0, map[string]int{}
@@ -126,7 +126,6 @@ func TestGRPC_UnaryUnderSwitchesEvery100msNeverFailsNorAnswersFromAnInactiveColo
 		require.True(t, log.possible(config.Color(r.color), r.start, r.end), "answered by %s, which was never active during the call", r.color)
 		byColor[r.color]++
 	}
-	require.GreaterOrEqual(t, switches, 15)
 	assert.Positive(t, byColor["blue"])
 	assert.Positive(t, byColor["green"])
 	t.Logf("%d calls, %d switches, none failed: %v", n, switches, byColor)

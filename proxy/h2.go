@@ -560,7 +560,7 @@ func newUpstream(pc *config.Pool, cfg *config.Config, log *zap.Logger) *upstream
 	if u.protocol == "" {
 		u.protocol = config.ProtocolHTTP1
 	}
-	u.tls, u.err = upstreamTLS(pc.TLS, log)
+	u.tls, u.err = NewUpstreamTLS(pc.TLS, log)
 	if u.err != nil {
 		log.Error("backend TLS settings do not load; calls to the pool fail until they do", zap.Error(u.err))
 	}

@@ -154,9 +154,15 @@ func tlsVersion(v string) uint16 {
 // errNoCAs is returned for a ca_file without a certificate.
 var errNoCAs = errors.New("proxy: tls: ca_file holds no PEM certificate")
 
-// upstreamTLS builds the client TLS config for a pool's backends, or nil
-// when the pool dials in cleartext.
-func upstreamTLS(u config.UpstreamTLS, log *zap.Logger) (*tls.Config, error) {
+// NewUpstreamTLS builds the client TLS config for a pool's backends
+// (pools.*.tls), or returns nil, nil when the pool dials in cleartext: TLS
+// 1.2 or later, the pool's CAs (the system roots without ca_file), its
+// server name, and the client certificate from a CertReloader for mutual
+// TLS. It is the one builder of that config: the HTTP/2 transports, the
+// health probes and the warmup all dial the backends with what it
+// returns. NextProtos is "h2", what the proxy needs; a caller that also
+// speaks HTTP/1.1 sets its own on a Clone.
+func NewUpstreamTLS(u config.UpstreamTLS, log *zap.Logger) (*tls.Config, error) {
 	if !u.Enabled {
 		return nil, nil
 	}

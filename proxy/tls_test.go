@@ -2,15 +2,8 @@ package proxy
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -24,6 +17,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/switchyard/switchyard/config"
+	"github.com/switchyard/switchyard/internal/certtest"
 	"github.com/switchyard/switchyard/proto/inference"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
@@ -32,69 +26,10 @@ import (
 	"google.golang.org/grpc/credentials"
 )
 
-// testCA signs certificates for 127.0.0.1 and "gateway.test".
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
-}
-
-func newTestCA(t testing.TB) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "switchyard test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	require.NoError(t, err)
-	cert, err := x509.ParseCertificate(der)
-	require.NoError(t, err)
-	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-}
-
-// issue returns a PEM certificate and key named cn, for servers and
-// clients alike.
-func (ca *testCA) issue(t testing.TB, cn string) (certPEM, keyPEM []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	serial, err := rand.Int(rand.Reader, big.NewInt(1<<62))
-	require.NoError(t, err)
-	tmpl := &x509.Certificate{
-		SerialNumber: serial, Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		DNSNames: []string{"gateway.test", "backend.test"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	require.NoError(t, err)
-	kder, err := x509.MarshalECPrivateKey(key)
-	require.NoError(t, err)
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
-}
-
-func (ca *testCA) pool() *x509.CertPool {
-	p := x509.NewCertPool()
-	p.AddCert(ca.cert)
-	return p
-}
-
-// writeFiles writes name → content under dir and returns dir/name paths.
-func writeFiles(t testing.TB, dir string, files map[string][]byte) {
-	t.Helper()
-	for name, data := range files {
-		require.NoError(t, os.WriteFile(filepath.Join(dir, name), data, 0o600))
-	}
-}
-
 // servedCN handshakes with addr and returns the certificate's name.
-func servedCN(t testing.TB, addr string, ca *testCA) string {
+func servedCN(t testing.TB, addr string, ca *certtest.CA) string {
 	t.Helper()
-	c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: ca.pool(), ServerName: "gateway.test"})
+	c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: ca.Pool(), ServerName: "gateway.test"})
 	require.NoError(t, err)
 	defer c.Close()
 	return c.ConnectionState().PeerCertificates[0].Subject.CommonName
@@ -104,10 +39,10 @@ func servedCN(t testing.TB, addr string, ca *testCA) string {
 // HTTP/1.1 (a client that offers only http/1.1, which fasthttp serves).
 func TestTLS_ALPNServesHTTP2AndHTTP1OnOnePort(t *testing.T) {
 	t.Parallel()
-	ca := newTestCA(t)
+	ca := certtest.NewCA(t)
 	dir := t.TempDir()
-	cert, key := ca.issue(t, "gateway-1")
-	writeFiles(t, dir, map[string][]byte{"tls.crt": cert, "tls.key": key, "ca.crt": ca.pem})
+	cert, key := ca.Issue(t, "gateway-1")
+	certtest.WriteFiles(t, dir, map[string][]byte{"tls.crt": cert, "tls.key": key, "ca.crt": ca.PEM})
 	tlsConf, err := NewListenerTLS(config.ListenerTLS{CertFile: filepath.Join(dir, "tls.crt"), KeyFile: filepath.Join(dir, "tls.key"), MinVersion: "1.2"}, zap.NewNop())
 	require.NoError(t, err)
 
@@ -115,7 +50,7 @@ func TestTLS_ALPNServesHTTP2AndHTTP1OnOnePort(t *testing.T) {
 		t.Parallel()
 		b := startGRPCBackend(t, "blue")
 		gw := startTrafficGateway(t, grpcConfig(t, "grpc", []string{b.addr}, nil, "", ""), tlsConf)
-		cc := grpcConn(t, gw.Addr, &tls.Config{RootCAs: ca.pool(), ServerName: "gateway.test"})
+		cc := grpcConn(t, gw.Addr, &tls.Config{RootCAs: ca.Pool(), ServerName: "gateway.test"})
 		color, _, err := infer(context.Background(), inference.NewGRPCInferenceServiceClient(cc))
 		require.NoError(t, err)
 		assert.Equal(t, "blue", color)
@@ -128,7 +63,7 @@ func TestTLS_ALPNServesHTTP2AndHTTP1OnOnePort(t *testing.T) {
 			var protos http.Protocols
 			protos.SetHTTP1(proto == "HTTP/1.1")
 			protos.SetHTTP2(proto == "HTTP/2.0")
-			tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.pool(), ServerName: "gateway.test"}, Protocols: &protos}
+			tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool(), ServerName: "gateway.test"}, Protocols: &protos}
 			defer tr.CloseIdleConnections()
 			resp, err := (&http.Client{Transport: tr}).Post("https://"+gw.Addr+"/predict", "application/json", strings.NewReader(`{}`))
 			require.NoError(t, err)
@@ -169,18 +104,18 @@ func portOf(addr string) string {
 // load keeps the last good certificate.
 func TestTLS_RotatedCertificateIsServedWithoutRestart(t *testing.T) {
 	t.Parallel()
-	ca := newTestCA(t)
+	ca := certtest.NewCA(t)
 	dir := t.TempDir()
 	// The kubelet's layout: tls.crt -> ..data/tls.crt, ..data -> ..v1.
 	swap := func(version string, cert, key []byte) {
 		t.Helper()
 		require.NoError(t, os.Mkdir(filepath.Join(dir, version), 0o700))
-		writeFiles(t, filepath.Join(dir, version), map[string][]byte{"tls.crt": cert, "tls.key": key})
+		certtest.WriteFiles(t, filepath.Join(dir, version), map[string][]byte{"tls.crt": cert, "tls.key": key})
 		tmp := filepath.Join(dir, "..data_tmp")
 		require.NoError(t, os.Symlink(version, tmp))
 		require.NoError(t, os.Rename(tmp, filepath.Join(dir, "..data")))
 	}
-	cert1, key1 := ca.issue(t, "gateway-1")
+	cert1, key1 := ca.Issue(t, "gateway-1")
 	swap("..v1", cert1, key1)
 	for _, name := range []string{"tls.crt", "tls.key"} {
 		require.NoError(t, os.Symlink(filepath.Join("..data", name), filepath.Join(dir, name)))
@@ -197,18 +132,18 @@ func TestTLS_RotatedCertificateIsServedWithoutRestart(t *testing.T) {
 		&tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}, GetCertificate: r.GetCertificate})
 	require.Equal(t, "gateway-1", servedCN(t, gw.Addr, ca))
 
-	cert2, key2 := ca.issue(t, "gateway-2")
+	cert2, key2 := ca.Issue(t, "gateway-2")
 	swap("..v2", cert2, key2)
 	assert.Equal(t, "gateway-1", servedCN(t, gw.Addr, ca), "files are looked at once per check interval")
 	tick()
 	assert.Equal(t, "gateway-2", servedCN(t, gw.Addr, ca), "the rotated certificate is served without a restart")
 
 	// A broken rotation: a certificate whose key does not match.
-	cert3, _ := ca.issue(t, "gateway-3")
+	cert3, _ := ca.Issue(t, "gateway-3")
 	swap("..v3", cert3, key2)
 	tick()
 	assert.Equal(t, "gateway-2", servedCN(t, gw.Addr, ca), "a rotation that does not load keeps the last good certificate")
-	cert4, key4 := ca.issue(t, "gateway-4")
+	cert4, key4 := ca.Issue(t, "gateway-4")
 	swap("..v4", cert4, key4)
 	tick()
 	assert.Equal(t, "gateway-4", servedCN(t, gw.Addr, ca), "the next good rotation is picked up")
@@ -216,14 +151,14 @@ func TestTLS_RotatedCertificateIsServedWithoutRestart(t *testing.T) {
 
 func TestTLS_MinVersionRefusesOlderClients(t *testing.T) {
 	t.Parallel()
-	ca := newTestCA(t)
+	ca := certtest.NewCA(t)
 	dir := t.TempDir()
-	cert, key := ca.issue(t, "gateway-1")
-	writeFiles(t, dir, map[string][]byte{"tls.crt": cert, "tls.key": key})
+	cert, key := ca.Issue(t, "gateway-1")
+	certtest.WriteFiles(t, dir, map[string][]byte{"tls.crt": cert, "tls.key": key})
 	tlsConf, err := NewListenerTLS(config.ListenerTLS{CertFile: filepath.Join(dir, "tls.crt"), KeyFile: filepath.Join(dir, "tls.key"), MinVersion: "1.3"}, zap.NewNop())
 	require.NoError(t, err)
 	gw := startTrafficGateway(t, testConfig(t, []string{hostPort(colorServer(t, "blue"))}, nil, ""), tlsConf)
-	_, err = tls.Dial("tcp", gw.Addr, &tls.Config{RootCAs: ca.pool(), ServerName: "gateway.test", MaxVersion: tls.VersionTLS12})
+	_, err = tls.Dial("tcp", gw.Addr, &tls.Config{RootCAs: ca.Pool(), ServerName: "gateway.test", MaxVersion: tls.VersionTLS12})
 	require.Error(t, err, "a TLS 1.2 client is refused with min_version 1.3")
 	assert.Equal(t, "gateway-1", servedCN(t, gw.Addr, ca))
 }
@@ -234,15 +169,15 @@ func TestTLS_MinVersionRefusesOlderClients(t *testing.T) {
 // gets UNAVAILABLE.
 func TestTLS_MutualTLSToGRPCBackends(t *testing.T) {
 	t.Parallel()
-	ca := newTestCA(t)
+	ca := certtest.NewCA(t)
 	dir := t.TempDir()
-	srvCert, srvKey := ca.issue(t, "backend")
-	cliCert, cliKey := ca.issue(t, "switchyard")
-	writeFiles(t, dir, map[string][]byte{"ca.crt": ca.pem, "client.crt": cliCert, "client.key": cliKey})
+	srvCert, srvKey := ca.Issue(t, "backend")
+	cliCert, cliKey := ca.Issue(t, "switchyard")
+	certtest.WriteFiles(t, dir, map[string][]byte{"ca.crt": ca.PEM, "client.crt": cliCert, "client.key": cliKey})
 	pair, err := tls.X509KeyPair(srvCert, srvKey)
 	require.NoError(t, err)
 	b := startGRPCBackend(t, "blue", grpc.Creds(credentials.NewTLS(&tls.Config{
-		Certificates: []tls.Certificate{pair}, ClientCAs: ca.pool(), ClientAuth: tls.RequireAndVerifyClientCert})))
+		Certificates: []tls.Certificate{pair}, ClientCAs: ca.Pool(), ClientAuth: tls.RequireAndVerifyClientCert})))
 
 	testCases := []struct {
 		desc string

@@ -3,6 +3,7 @@ package warmup
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -14,6 +15,7 @@ import (
 	"github.com/switchyard/switchyard/proto/inference"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -263,35 +265,50 @@ func decodeRaw(datatype string, b []byte) (any, error) {
 	return out, nil
 }
 
-// grpcConns keeps one client connection per backend for gRPC warmup.
+// grpcConns keeps one client connection per backend for gRPC warmup,
+// dialed in cleartext or with the backend's TLS config; a call with
+// another config replaces the connection.
 type grpcConns struct {
 	mu    sync.Mutex
-	conns map[string]*grpc.ClientConn
+	conns map[string]grpcConn
 }
 
-func (g *grpcConns) get(addr string) (*grpc.ClientConn, error) {
+type grpcConn struct {
+	tls *tls.Config
+	cc  *grpc.ClientConn
+}
+
+func (g *grpcConns) get(b Backend) (*grpc.ClientConn, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if cc, ok := g.conns[addr]; ok {
-		return cc, nil
+	old, ok := g.conns[b.Addr]
+	if ok && old.tls == b.TLS {
+		return old.cc, nil
 	}
-	cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+	creds := insecure.NewCredentials()
+	if b.TLS != nil {
+		creds = credentials.NewTLS(b.TLS)
+	}
+	cc, err := grpc.NewClient("passthrough:///"+b.Addr, grpc.WithTransportCredentials(creds),
 		grpc.WithUserAgent("switchyard-warmup"))
 	if err != nil {
 		return nil, err
 	}
-	if g.conns == nil {
-		g.conns = map[string]*grpc.ClientConn{}
+	if ok {
+		_ = old.cc.Close()
 	}
-	g.conns[addr] = cc
+	if g.conns == nil {
+		g.conns = map[string]grpcConn{}
+	}
+	g.conns[b.Addr] = grpcConn{tls: b.TLS, cc: cc}
 	return cc, nil
 }
 
 func (g *grpcConns) close() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	for addr, cc := range g.conns {
-		_ = cc.Close()
+	for addr, c := range g.conns {
+		_ = c.cc.Close()
 		delete(g.conns, addr)
 	}
 }
@@ -299,14 +316,14 @@ func (g *grpcConns) close() {
 // exchangeGRPC is exchange for kserve-grpc warmup: one ModelInfer, its
 // answer checked as JSON. A status other than OK is an answer (a wrong
 // one); UNAVAILABLE, a refused connection or a timeout is none.
-func (w *Warmer) exchangeGRPC(ctx context.Context, addr string, spec *Spec) (lat time.Duration, answered bool, err error) {
+func (w *Warmer) exchangeGRPC(ctx context.Context, b Backend, spec *Spec) (lat time.Duration, answered bool, err error) {
 	rctx := ctx
 	if spec.Timeout > 0 {
 		var cancel context.CancelFunc
 		rctx, cancel = context.WithTimeout(ctx, spec.Timeout)
 		defer cancel()
 	}
-	cc, err := w.grpc.get(addr)
+	cc, err := w.grpc.get(b)
 	if err != nil {
 		return 0, false, fmt.Errorf("gRPC client not built: %w", err)
 	}

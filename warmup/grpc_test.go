@@ -50,7 +50,7 @@ func TestWarmGRPC_ModelInferAnswersAreCheckedLikeHTTPAnswers(t *testing.T) {
 			s := inferencetest.Start(t, "mlp", "v2.7")
 			w := New(zap.NewNop())
 			defer w.Close()
-			res, err := w.Warm(context.Background(), s.Addr, grpcSpec(t, test.edit), nil)
+			res, err := w.Warm(context.Background(), Backend{Addr: s.Addr}, grpcSpec(t, test.edit), nil)
 			if test.wantErr == "" {
 				require.NoError(t, err)
 				assert.Equal(t, 2, res.Requests)
@@ -70,7 +70,7 @@ func TestWarmGRPC_ServerDownIsNoAnswer(t *testing.T) {
 	s.Stop()
 	w := New(zap.NewNop())
 	defer w.Close()
-	_, err := w.Ping(context.Background(), s.Addr, grpcSpec(t, nil))
+	_, err := w.Ping(context.Background(), Backend{Addr: s.Addr}, grpcSpec(t, nil))
 	require.Error(t, err)
 	assert.NotErrorIs(t, err, ErrWrongAnswer)
 	assert.Contains(t, err.Error(), "Unavailable")
@@ -91,7 +91,7 @@ func TestWarmGRPC_RawOutputContentsAreDecoded(t *testing.T) {
 	})
 	w := New(zap.NewNop())
 	defer w.Close()
-	_, err := w.Ping(context.Background(), s.Addr, grpcSpec(t, func(w *config.Warmup) { w.ExpectBody = `"data":\[1.5,-2\]` }))
+	_, err := w.Ping(context.Background(), Backend{Addr: s.Addr}, grpcSpec(t, func(w *config.Warmup) { w.ExpectBody = `"data":\[1.5,-2\]` }))
 	require.NoError(t, err)
 }
 

@@ -2,12 +2,14 @@ package warmup
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-retryablehttp"
@@ -47,13 +49,28 @@ func (e *gaveUpError) Is(target error) bool { return target == ErrGaveUp }
 
 // Warmer sends warmup requests. It holds one retrying HTTP client with its
 // own keep-alive transport, so warmup traffic neither shares connections
-// with the proxy nor uses http.DefaultTransport. One Warmer serves every
-// backend and may be used concurrently.
+// with the proxy nor uses http.DefaultTransport, and one more per backend
+// dialed with TLS. One Warmer serves every backend and may be used
+// concurrently.
 type Warmer struct {
 	client    *retryablehttp.Client
 	transport *http.Transport
+	tls       tlsClients
 	grpc      grpcConns
 	log       *zap.Logger
+}
+
+// Backend is a model server to warm: where it listens and how to dial it.
+type Backend struct {
+	// Addr is the server's host:port.
+	Addr string
+	// TLS, when not nil, dials Addr with it: https for an HTTP warmup,
+	// gRPC over TLS for kserve-grpc. It is the config the proxy dials the
+	// pool's backends with (pools.*.tls, built by proxy.NewUpstreamTLS).
+	// The Warmer keeps a backend's connections while calls bring the same
+	// config and dials anew when another comes (a reload edited
+	// pools.*.tls). nil: cleartext.
+	TLS *tls.Config
 }
 
 // New returns a Warmer that logs to log (nil discards). Its retry logs go
@@ -62,6 +79,14 @@ func New(log *zap.Logger) *Warmer {
 	if log == nil {
 		log = zap.NewNop()
 	}
+	c, tr := newClient(nil, log)
+	return &Warmer{client: c, transport: tr, tls: tlsClients{log: log}, log: log}
+}
+
+// newClient returns a retrying HTTP client on a transport of its own: in
+// cleartext HTTP/1.1, or with conf HTTP/2 or HTTP/1.1 as the server
+// chooses by ALPN.
+func newClient(conf *tls.Config, log *zap.Logger) (*retryablehttp.Client, *http.Transport) {
 	tr := &http.Transport{
 		Proxy:                 nil, // warmup goes straight to the backend
 		DialContext:           (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext,
@@ -69,6 +94,16 @@ func New(log *zap.Logger) *Warmer {
 		MaxIdleConnsPerHost:   2,
 		IdleConnTimeout:       idleTimeout,
 		ExpectContinueTimeout: time.Second,
+	}
+	if conf != nil {
+		// The proxy's config offers only h2, which its TLS transports
+		// speak; a model server's REST port may speak HTTP/1.1 only.
+		tr.TLSClientConfig = conf.Clone()
+		tr.TLSClientConfig.NextProtos = []string{"h2", "http/1.1"}
+		var protos http.Protocols
+		protos.SetHTTP1(true)
+		protos.SetHTTP2(true)
+		tr.Protocols = &protos
 	}
 	c := retryablehttp.NewClient()
 	c.HTTPClient = &http.Client{
@@ -84,14 +119,57 @@ func New(log *zap.Logger) *Warmer {
 	c.Backoff = backoff
 	c.ErrorHandler = afterRetries
 	c.RequestLogHook = startAttemptClock
-	return &Warmer{client: c, transport: tr, log: log}
+	return c, tr
 }
 
 // Close closes the Warmer's idle connections. Call it when the Warmer is no
 // longer needed, so that no connection goroutines outlive it.
 func (w *Warmer) Close() {
 	w.transport.CloseIdleConnections()
+	w.tls.close()
 	w.grpc.close()
+}
+
+// tlsClients keeps an HTTP client per backend dialed with TLS, for the
+// config it was built with; a call with another config replaces it and
+// closes the old one's idle connections.
+type tlsClients struct {
+	log     *zap.Logger
+	mu      sync.Mutex
+	clients map[string]tlsClient
+}
+
+type tlsClient struct {
+	tls       *tls.Config
+	client    *retryablehttp.Client
+	transport *http.Transport
+}
+
+func (t *tlsClients) get(b Backend) *retryablehttp.Client {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	old, ok := t.clients[b.Addr]
+	if ok && old.tls == b.TLS {
+		return old.client
+	}
+	if ok {
+		old.transport.CloseIdleConnections()
+	}
+	c, tr := newClient(b.TLS, t.log)
+	if t.clients == nil {
+		t.clients = map[string]tlsClient{}
+	}
+	t.clients[b.Addr] = tlsClient{tls: b.TLS, client: c, transport: tr}
+	return c
+}
+
+func (t *tlsClients) close() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for addr, c := range t.clients {
+		c.transport.CloseIdleConnections()
+		delete(t.clients, addr)
+	}
 }
 
 // Result describes a warmup run, for logs and metrics.
@@ -113,7 +191,7 @@ type Result struct {
 // progress. It runs on Warm's goroutine and should return quickly.
 type Progress func(passed, needed int)
 
-// Warm sends spec's request directly to addr (host:port, plain http) until
+// Warm sends spec's request directly to b (http, or https with b.TLS) until
 // Requests consecutive answers pass the checks (status == ExpectStatus,
 // JSON field/value, body regexp) and, with a LatencyTarget, the last
 // Requests answers each took less than it. A failing answer, or a request
@@ -128,7 +206,8 @@ type Progress func(passed, needed int)
 // ctx.Err(). The Result is filled in either way. Requests are sent back to
 // back: call Warm once the backend's health check passes, not while it is
 // still starting.
-func (w *Warmer) Warm(ctx context.Context, addr string, spec *Spec, progress Progress) (Result, error) {
+func (w *Warmer) Warm(ctx context.Context, b Backend, spec *Spec, progress Progress) (Result, error) {
+	addr := b.Addr
 	var res Result
 	if err := spec.check(); err != nil {
 		return res, fmt.Errorf("%w (warming %s)", err, addr)
@@ -139,7 +218,7 @@ func (w *Warmer) Warm(ctx context.Context, addr string, spec *Spec, progress Pro
 		if err := ctx.Err(); err != nil {
 			return res, fmt.Errorf("warmup: %s: stopped after %d requests: %w", addr, res.Requests, err)
 		}
-		lat, answered, err := w.exchange(ctx, addr, spec)
+		lat, answered, err := w.exchange(ctx, b, spec)
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			return res, fmt.Errorf("warmup: %s: stopped after %d requests: %w", addr, res.Requests, ctxErr)
 		}
@@ -169,15 +248,16 @@ func (w *Warmer) Warm(ctx context.Context, addr string, spec *Spec, progress Pro
 	return res, &gaveUpError{addr: addr, sent: res.Requests, last: last}
 }
 
-// Ping sends one warmup request to addr and checks it the same way as
+// Ping sends one warmup request to b and checks it the same way as
 // Warm, latency target included, to keep a standby backend warm and to
 // notice when it went cold or wrong. It returns the answer's latency, also
 // alongside a failed check; 0 when no answer came.
-func (w *Warmer) Ping(ctx context.Context, addr string, spec *Spec) (time.Duration, error) {
+func (w *Warmer) Ping(ctx context.Context, b Backend, spec *Spec) (time.Duration, error) {
+	addr := b.Addr
 	if err := spec.check(); err != nil {
 		return 0, fmt.Errorf("%w (pinging %s)", err, addr)
 	}
-	lat, _, err := w.exchange(ctx, addr, spec)
+	lat, _, err := w.exchange(ctx, b, spec)
 	if err != nil {
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			return lat, fmt.Errorf("warmup: ping %s: %w", addr, ctxErr)
@@ -190,9 +270,13 @@ func (w *Warmer) Ping(ctx context.Context, addr string, spec *Spec) (time.Durati
 // exchange sends one warmup request (with transient retries) and checks
 // the answer. answered says whether an answer came back, in which case lat
 // is its latency: from sending the attempt that got it to reading its body.
-func (w *Warmer) exchange(ctx context.Context, addr string, spec *Spec) (lat time.Duration, answered bool, err error) {
+func (w *Warmer) exchange(ctx context.Context, b Backend, spec *Spec) (lat time.Duration, answered bool, err error) {
 	if spec.GRPCModel != "" {
-		return w.exchangeGRPC(ctx, addr, spec)
+		return w.exchangeGRPC(ctx, b, spec)
+	}
+	client, scheme := w.client, "http://"
+	if b.TLS != nil {
+		client, scheme = w.tls.get(b), "https://"
 	}
 	rctx := ctx
 	if spec.Timeout > 0 {
@@ -207,7 +291,7 @@ func (w *Warmer) exchange(ctx context.Context, addr string, spec *Spec) (lat tim
 	if len(spec.Body) > 0 {
 		body = spec.Body
 	}
-	req, err := retryablehttp.NewRequestWithContext(rctx, spec.Method, "http://"+addr+spec.Path, body)
+	req, err := retryablehttp.NewRequestWithContext(rctx, spec.Method, scheme+b.Addr+spec.Path, body)
 	if err != nil {
 		return 0, false, fmt.Errorf("request not sent: %w; check the backend address and warmup.path", err)
 	}
@@ -222,18 +306,18 @@ func (w *Warmer) exchange(ctx context.Context, addr string, spec *Spec) (lat tim
 		req.Header.Set("User-Agent", "switchyard-warmup")
 	}
 
-	resp, err := w.client.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return 0, false, noAnswer(ctx, rctx, spec, "request", err)
 	}
 	defer resp.Body.Close()
 	needBody := spec.ExpectJSONField != "" || spec.ExpectBody != nil
-	b, truncated, err := readAnswer(resp.Body, needBody)
+	answer, truncated, err := readAnswer(resp.Body, needBody)
 	lat = time.Since(clock.start)
 	if err != nil {
 		return 0, false, noAnswer(ctx, rctx, spec, fmt.Sprintf("answer %d body", resp.StatusCode), fmt.Errorf("cut short: %w", err))
 	}
-	if err := checkAnswer(spec, resp.StatusCode, b, truncated); err != nil {
+	if err := checkAnswer(spec, resp.StatusCode, answer, truncated); err != nil {
 		return lat, true, err
 	}
 	if spec.LatencyTarget > 0 && lat >= spec.LatencyTarget {

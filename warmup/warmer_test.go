@@ -40,7 +40,7 @@ func TestWarm_PassesAfterConsecutiveGoodAnswers(t *testing.T) {
 			})
 			var progress progressLog
 
-			res, err := newWarmer(t).Warm(context.Background(), m.addr(), spec, progress.record)
+			res, err := newWarmer(t).Warm(context.Background(), Backend{Addr: m.addr()}, spec, progress.record)
 
 			require.NoError(t, err)
 			assert.Equal(t, test.requests, res.Requests)
@@ -72,7 +72,7 @@ func TestWarm_SlowColdStartWarmsOnlyAfterFastStreak(t *testing.T) {
 	spec := testSpec(func(s *Spec) { s.LatencyTarget = 50 * time.Millisecond })
 	var progress progressLog
 
-	res, err := newWarmer(t).Warm(context.Background(), m.addr(), spec, progress.record)
+	res, err := newWarmer(t).Warm(context.Background(), Backend{Addr: m.addr()}, spec, progress.record)
 
 	require.NoError(t, err)
 	assert.Equal(t, 6, res.Requests)
@@ -97,7 +97,7 @@ func TestWarm_FailingAnswerResetsStreak(t *testing.T) {
 	})
 	var progress progressLog
 
-	res, err := newWarmer(t).Warm(context.Background(), m.addr(), spec, progress.record)
+	res, err := newWarmer(t).Warm(context.Background(), Backend{Addr: m.addr()}, spec, progress.record)
 
 	require.NoError(t, err)
 	assert.Equal(t, 6, res.Requests)
@@ -188,7 +188,7 @@ func TestWarm_GivesUpAfterMaxRequestsOnWrongAnswer(t *testing.T) {
 			})
 			var progress progressLog
 
-			res, err := newWarmer(t).Warm(context.Background(), m.addr(), spec, progress.record)
+			res, err := newWarmer(t).Warm(context.Background(), Backend{Addr: m.addr()}, spec, progress.record)
 
 			require.EqualError(t, err, fmt.Sprintf("warmup: %s: gave up after 3 requests: last %s", m.addr(), test.wantLast))
 			require.ErrorIs(t, err, ErrGaveUp)
@@ -210,7 +210,7 @@ func TestWarm_ConnectionRefusedGivesUpWithoutAnswers(t *testing.T) {
 	addr := closedAddr(t)
 	spec := testSpec(func(s *Spec) { s.Requests, s.MaxRequests = 1, 2 })
 
-	res, err := newWarmer(t).Warm(context.Background(), addr, spec, nil)
+	res, err := newWarmer(t).Warm(context.Background(), Backend{Addr: addr}, spec, nil)
 
 	require.ErrorIs(t, err, ErrGaveUp)
 	require.NotErrorIs(t, err, ErrWrongAnswer)
@@ -248,7 +248,7 @@ func TestWarm_RetriesTransientFailures(t *testing.T) {
 			})
 			spec := testSpec(func(s *Spec) { s.Requests = 1 })
 
-			res, err := newWarmer(t).Warm(context.Background(), m.addr(), spec, nil)
+			res, err := newWarmer(t).Warm(context.Background(), Backend{Addr: m.addr()}, spec, nil)
 
 			require.NoError(t, err)
 			assert.Equal(t, 1, res.Requests, "a retry is part of one request")
@@ -270,7 +270,7 @@ func TestWarm_LatencyExcludesRetriedAttempt(t *testing.T) {
 	})
 	spec := testSpec(func(s *Spec) { s.Requests = 1 })
 
-	res, err := newWarmer(t).Warm(context.Background(), m.addr(), spec, nil)
+	res, err := newWarmer(t).Warm(context.Background(), Backend{Addr: m.addr()}, spec, nil)
 
 	require.NoError(t, err)
 	assert.Equal(t, 2, int(m.calls.Load()))
@@ -288,7 +288,7 @@ func TestWarm_DoesNotRetryOtherFailures(t *testing.T) {
 	})
 	spec := testSpec(func(s *Spec) { s.Requests, s.MaxRequests = 1, 2 })
 
-	res, err := newWarmer(t).Warm(context.Background(), m.addr(), spec, nil)
+	res, err := newWarmer(t).Warm(context.Background(), Backend{Addr: m.addr()}, spec, nil)
 
 	require.NoError(t, err)
 	assert.Equal(t, 2, res.Requests, "the 500 was a failed request of its own")
@@ -306,7 +306,7 @@ func TestWarm_TimedOutRequestCountsAsFailure(t *testing.T) {
 	})
 	spec := testSpec(func(s *Spec) { s.Requests, s.Timeout = 2, 250*time.Millisecond })
 
-	res, err := newWarmer(t).Warm(context.Background(), m.addr(), spec, nil)
+	res, err := newWarmer(t).Warm(context.Background(), Backend{Addr: m.addr()}, spec, nil)
 
 	require.NoError(t, err)
 	assert.Equal(t, 3, res.Requests)
@@ -330,7 +330,7 @@ func TestWarm_StopsPromptlyWhenCancelled(t *testing.T) {
 	}
 	done := make(chan outcome, 1)
 	go func() {
-		res, err := w.Warm(ctx, m.addr(), testSpec(nil), nil)
+		res, err := w.Warm(ctx, Backend{Addr: m.addr()}, testSpec(nil), nil)
 		done <- outcome{res, err}
 	}()
 
@@ -354,7 +354,7 @@ func TestWarm_CancelledBeforeStartSendsNothing(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 
-	res, err := newWarmer(t).Warm(ctx, m.addr(), testSpec(nil), nil)
+	res, err := newWarmer(t).Warm(ctx, Backend{Addr: m.addr()}, testSpec(nil), nil)
 
 	require.ErrorIs(t, err, context.Canceled)
 	assert.Equal(t, 0, res.Requests)
@@ -405,7 +405,7 @@ func TestWarm_SendsCompiledRequest(t *testing.T) {
 			require.NoError(t, err)
 			spec.Requests = 1
 
-			_, err = newWarmer(t).Warm(context.Background(), m.addr(), spec, nil)
+			_, err = newWarmer(t).Warm(context.Background(), Backend{Addr: m.addr()}, spec, nil)
 
 			require.NoError(t, err)
 			assert.Equal(t, test.want, <-got)
@@ -420,7 +420,7 @@ func TestWarm_LargeAnswerWithoutBodyChecksPasses(t *testing.T) {
 	})
 	spec := testSpec(func(s *Spec) { s.Requests = 1 })
 
-	_, err := newWarmer(t).Warm(context.Background(), m.addr(), spec, nil)
+	_, err := newWarmer(t).Warm(context.Background(), Backend{Addr: m.addr()}, spec, nil)
 
 	require.NoError(t, err)
 }
@@ -442,7 +442,7 @@ func TestWarm_RejectsUnusableSpecWithoutSending(t *testing.T) {
 			t.Parallel()
 			m := healthyModel(t)
 
-			_, err := newWarmer(t).Warm(context.Background(), m.addr(), test.spec, nil)
+			_, err := newWarmer(t).Warm(context.Background(), Backend{Addr: m.addr()}, test.spec, nil)
 
 			require.ErrorContains(t, err, test.wantErr)
 			assert.Equal(t, 0, int(m.calls.Load()))
@@ -458,7 +458,7 @@ func TestWarm_OneWarmerServesConcurrentBackends(t *testing.T) {
 	errs := make([]error, len(models))
 	var wg sync.WaitGroup
 	for i, m := range models {
-		wg.Go(func() { _, errs[i] = w.Warm(context.Background(), m.addr(), spec, nil) })
+		wg.Go(func() { _, errs[i] = w.Warm(context.Background(), Backend{Addr: m.addr()}, spec, nil) })
 	}
 	wg.Wait()
 	for i, m := range models {
@@ -480,7 +480,7 @@ func TestNew_RoutesRetryLogsToZapAtDebug(t *testing.T) {
 		answerVersion(rw, "v2.7")
 	})
 
-	_, err := w.Warm(context.Background(), m.addr(), testSpec(func(s *Spec) { s.Requests = 1 }), nil)
+	_, err := w.Warm(context.Background(), Backend{Addr: m.addr()}, testSpec(func(s *Spec) { s.Requests = 1 }), nil)
 
 	require.NoError(t, err)
 	retries := logs.FilterMessage("retrying request").All()
@@ -553,7 +553,7 @@ func TestPing_ChecksLikeWarm(t *testing.T) {
 				}
 			})
 
-			lat, err := newWarmer(t).Ping(context.Background(), addr, spec)
+			lat, err := newWarmer(t).Ping(context.Background(), Backend{Addr: addr}, spec)
 
 			if test.answered {
 				assert.Positive(t, lat)
@@ -583,7 +583,7 @@ func TestPing_StopsWhenCancelled(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() {
-		_, err := w.Ping(ctx, m.addr(), testSpec(nil))
+		_, err := w.Ping(ctx, Backend{Addr: m.addr()}, testSpec(nil))
 		done <- err
 	}()
 

@@ -43,14 +43,15 @@ type Server struct {
 // InferFunc answers a ModelInfer in place of the default.
 type InferFunc func(ctx context.Context, req *inference.ModelInferRequest) (*inference.ModelInferResponse, error)
 
-// Start serves model at version until the test ends.
-func Start(t testing.TB, model, version string) *Server {
+// Start serves model at version until the test ends. opts configure the
+// gRPC server, e.g. grpc.Creds(credentials.NewTLS(...)) to serve TLS.
+func Start(t testing.TB, model, version string, opts ...grpc.ServerOption) *Server {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("inferencetest: %v", err)
 	}
-	s := &Server{Addr: ln.Addr().String(), Model: model, Version: version, Health: health.NewServer(), srv: grpc.NewServer()}
+	s := &Server{Addr: ln.Addr().String(), Model: model, Version: version, Health: health.NewServer(), srv: grpc.NewServer(opts...)}
 	s.bootID.Store("")
 	inference.RegisterGRPCInferenceServiceServer(s.srv, s)
 	healthpb.RegisterHealthServer(s.srv, s.Health)
