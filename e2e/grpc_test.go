@@ -17,6 +17,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/switchyard/switchyard/internal/certtest"
 	"github.com/switchyard/switchyard/proto/inference"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -81,12 +82,14 @@ switch:
 const grpcWarmupBody = `{"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 16], "data": [[0.5, -1.25, 2, 0.75, -0.5, 1, 0, 3, -2, 0.25, 1.5, -0.75, 0.125, -3, 2.5, 1]]}]}`
 
 // startGRPCGateway runs the built binary in front of the models' gRPC
-// ports and waits until both pools are ready.
-func startGRPCGateway(t *testing.T, client *http.Client, blue, green *grpcModel) *gateway {
+// ports and waits until both pools are ready. extra is appended to the
+// config, e.g. a tls section for the traffic listener.
+func startGRPCGateway(t *testing.T, client *http.Client, blue, green *grpcModel, extra ...string) *gateway {
 	t.Helper()
 	cfg := gatewayConfig{Traffic: freeAddr(t), Admin: freeAddr(t), Active: "blue", Blue: blue.grpcAddr, Green: green.grpcAddr}
 	path := filepath.Join(t.TempDir(), "switchyard.yaml")
-	require.NoError(t, os.WriteFile(path, []byte(grpcGatewayYAML(cfg.Traffic, cfg.Admin, cfg.Blue, cfg.Green)), 0o644))
+	yaml := grpcGatewayYAML(cfg.Traffic, cfg.Admin, cfg.Blue, cfg.Green) + strings.Join(extra, "")
+	require.NoError(t, os.WriteFile(path, []byte(yaml), 0o644))
 	p := startProcess(t, "switchyard", repoRoot, os.Environ(), switchyardBin, "serve", "--config", path)
 	g := &gateway{process: p, cfg: cfg, configPath: path, client: client}
 	g.waitReady(t, "blue")
@@ -255,4 +258,42 @@ print(json.dumps(out))
 		return st.Code() == codes.Unavailable && strings.Contains(st.Message(), "no backend of blue"), fmt.Sprint(last)
 	})
 	t.Logf("with blue down: %v", last)
+}
+
+// TestGRPC_PythonClientOverTLSWithALPN: with a certificate on the traffic
+// listener, a Python grpcio client on a secure channel (HTTP/2 chosen by
+// ALPN) reaches the real PyTorch server through the gateway.
+func TestGRPC_PythonClientOverTLSWithALPN(t *testing.T) {
+	client := newClient(t)
+	blue, green := startGRPCModels(t, client)
+	caFile, certFile, keyFile := certtest.NewCA(t).Files(t, certtest.GatewayName)
+	gw := startGRPCGateway(t, client, blue, green, fmt.Sprintf("tls: {cert_file: %q, key_file: %q}\n", certFile, keyFile))
+
+	script := `
+import sys, json
+sys.path.insert(0, sys.argv[1])
+import grpc, open_inference_grpc_pb2 as pb, open_inference_grpc_pb2_grpc as pbg
+creds = grpc.ssl_channel_credentials(root_certificates=open(sys.argv[3], "rb").read())
+channel = grpc.secure_channel(sys.argv[2], creds, options=[("grpc.ssl_target_name_override", sys.argv[4])])
+stub = pbg.GRPCInferenceServiceStub(channel)
+req = pb.ModelInferRequest(model_name="mlp")
+t = req.inputs.add(name="input", datatype="FP32", shape=[1, 16])
+t.contents.fp32_contents.extend([0.0] * 16)
+out = []
+for _ in range(5):
+    res, call = stub.ModelInfer.with_call(req, timeout=10)
+    out.append([res.model_version, dict(call.initial_metadata()).get("x-switchyard-color")])
+print(json.dumps(out))
+`
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, python, "-c", script, filepath.Join(repoRoot, "deploy", "model-server"),
+		gw.cfg.Traffic, caFile, certtest.GatewayName).CombinedOutput()
+	require.NoError(t, err, "python grpcio client over TLS: %s", out)
+	var answers [][]any
+	require.NoError(t, json.Unmarshal(out, &answers), "%s", out)
+	require.Len(t, answers, 5)
+	for _, a := range answers {
+		assert.Equal(t, []any{blueVersion, "blue"}, a)
+	}
 }
