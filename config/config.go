@@ -244,7 +244,9 @@ type ClientLimits struct {
 	// HeaderTimeout bounds the request line and headers, from their first
 	// byte (slowloris). Default 10s.
 	HeaderTimeout Duration `yaml:"header_timeout"`
-	// ReadTimeout bounds the request body once the head arrived. Default 60s.
+	// ReadTimeout bounds a request body larger than MaxHeaderBytes once
+	// the head arrived; a smaller body is read within HeaderTimeout.
+	// Default 60s.
 	ReadTimeout Duration `yaml:"read_timeout"`
 	// WriteTimeout bounds each wait for the client to take more of the
 	// answer: a buffered answer as a whole, each piece of a streamed one.

@@ -16,7 +16,8 @@ import (
 type ClientLimits struct {
 	// HeaderTimeout bounds the request head from its first byte.
 	HeaderTimeout time.Duration
-	// ReadTimeout bounds the request body once the head arrived.
+	// ReadTimeout bounds a body larger than MaxHeaderBytes once the head
+	// arrived; a smaller one is read within HeaderTimeout.
 	ReadTimeout time.Duration
 	// WriteTimeout bounds each wait for the client to take more of the
 	// answer: a small answer as a whole, each piece of a streamed one.
@@ -62,7 +63,10 @@ func NewServer(h *Handler, maxBody int) *fasthttp.Server {
 		// head is in, the body gets its own budget.
 		ReadTimeout: lim.HeaderTimeout,
 		HeaderReceived: func(hdr *fasthttp.RequestHeader) fasthttp.RequestConfig {
-			if hdr.ContentLength() == 0 {
+			// A body that fits the head's buffer (most inference requests)
+			// is read under the head's deadline; moving a deadline costs a
+			// timer update per request, so only larger bodies get theirs.
+			if n := hdr.ContentLength(); n >= 0 && n <= lim.MaxHeaderBytes {
 				return fasthttp.RequestConfig{}
 			}
 			return bodyConf
