@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/switchyard/switchyard/analysis"
 	"github.com/switchyard/switchyard/config"
+	"github.com/switchyard/switchyard/fleet"
 	"github.com/switchyard/switchyard/health"
 	"github.com/switchyard/switchyard/proxy"
 	"github.com/switchyard/switchyard/state"
@@ -65,6 +66,14 @@ type StateReporter interface {
 	Status() state.Status
 }
 
+// Fleet is the routing intent this replica shares with the others in
+// fleet mode (package fleet): it says whether the replica may take
+// traffic and what the fleet looks like.
+type Fleet interface {
+	Ready() error
+	Status() fleet.Status
+}
+
 // Server is the admin API handler.
 type Server struct {
 	router   Router
@@ -75,6 +84,7 @@ type Server struct {
 	reloader Reloader
 	analyzer Analyzer
 	state    StateReporter
+	fleet    Fleet
 	mux      *http.ServeMux
 	// cred is the bearer token in force; tokenMu serializes its changes
 	// (token.go).
@@ -101,12 +111,16 @@ type Options struct {
 	// State, when set, is the state file switches are persisted to: switch
 	// answers and GET /admin/status say when a write failed.
 	State StateReporter
+	// Fleet, in fleet mode, turns /readyz to 503 while the replica is
+	// stale and adds "fleet" to GET /admin/status. The Router is then the
+	// fleet's (fleet.Router), so changes go to the shared intent.
+	Fleet Fleet
 }
 
 // New returns the admin handler for router.
 func New(router Router, log *zap.Logger, opts Options) *Server {
 	s := &Server{router: router, log: log, inspect: opts.Inspect, warmer: opts.Warmer, reloader: opts.Reloader,
-		analyzer: opts.Analyzer, state: opts.State, mux: http.NewServeMux()}
+		analyzer: opts.Analyzer, state: opts.State, fleet: opts.Fleet, mux: http.NewServeMux()}
 	if opts.Gatherer != nil {
 		s.metrics = promhttp.HandlerFor(opts.Gatherer, promhttp.HandlerOpts{ErrorLog: zap.NewStdLog(log), EnableOpenMetrics: false})
 		s.mux.Handle("GET /metrics", s.metrics)
@@ -173,6 +187,12 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	if s.shuttingDown.Load() {
 		writeError(w, http.StatusServiceUnavailable, "shutting_down", "the gateway is shutting down")
 		return
+	}
+	if s.fleet != nil {
+		if err := s.fleet.Ready(); err != nil {
+			writeError(w, http.StatusServiceUnavailable, "fleet_not_ready", err.Error())
+			return
+		}
 	}
 	p := s.router.Snapshot().ActivePool()
 	if p.ReadyBackends() == 0 {
@@ -355,6 +375,8 @@ func (s *Server) writeSwitch(w http.ResponseWriter, rep switchReply, err error) 
 		s.writeStale(w)
 	case errors.Is(err, proxy.ErrNothingToRollBack):
 		writeError(w, http.StatusConflict, "nothing_to_roll_back", err.Error())
+	case errors.Is(err, fleet.ErrUnavailable), errors.Is(err, fleet.ErrBadIntent):
+		writeError(w, http.StatusServiceUnavailable, "fleet_unavailable", err.Error())
 	default:
 		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
 	}
@@ -496,6 +518,12 @@ func (s *Server) traffic(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case errors.Is(err, proxy.ErrBadTraffic):
 		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	case errors.Is(err, fleet.ErrUnavailable), errors.Is(err, fleet.ErrBadIntent):
+		writeError(w, http.StatusServiceUnavailable, "fleet_unavailable", err.Error())
+		return
+	case errors.Is(err, proxy.ErrStaleGeneration):
+		s.writeStale(w)
 		return
 	case err != nil:
 		writeError(w, http.StatusConflict, "refused", err.Error())

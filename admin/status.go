@@ -6,6 +6,7 @@ import (
 
 	"github.com/switchyard/switchyard/analysis"
 	"github.com/switchyard/switchyard/config"
+	"github.com/switchyard/switchyard/fleet"
 	"github.com/switchyard/switchyard/health"
 	"github.com/switchyard/switchyard/proxy"
 	"github.com/switchyard/switchyard/state"
@@ -35,6 +36,9 @@ type Status struct {
 	Config *ConfigStatus `json:"config,omitempty"`
 	// State is the state file's last write; absent without state_dir.
 	State *state.Status `json:"state,omitempty"`
+	// Fleet is every replica and the generation it serves, in fleet
+	// mode; absent otherwise. Generation above is then the fleet's.
+	Fleet *fleet.Status `json:"fleet,omitempty"`
 	// Warnings are problems an operator must fix, also logged at Warn
 	// level: an admin API open beyond loopback without a token, a token
 	// file others can read, a switch not persisted.
@@ -119,6 +123,10 @@ func (s *Server) status(w http.ResponseWriter, _ *http.Request) {
 		st.Config = &c
 	}
 	st.State, st.Warnings = s.warnings()
+	if s.fleet != nil {
+		f := s.fleet.Status()
+		st.Fleet = &f
+	}
 	if st.Switches == nil {
 		st.Switches = []proxy.SwitchRecord{}
 	}

@@ -103,6 +103,9 @@ func (c *Config) validateFleet(p *problems) {
 	if f.Replica != "" && (len(f.Replica) > 63 || !dns1123Subdomain.MatchString(f.Replica)) {
 		p.add("fleet.replica", "%q is not a replica name (want lowercase letters, digits, '-' and '.', at most 63 characters; default: $POD_NAME)", f.Replica)
 	}
+	if f.On() && c.StateDir != "" {
+		p.add("state_dir", "%q: in fleet mode the switch is kept in the intent ConfigMap %s, for every replica; remove state_dir", c.StateDir, k.Name)
+	}
 	if !f.On() && (k.Namespace != "" || k.Kubeconfig != "" || f.Replica != "") {
 		p.add("fleet.kubernetes.name", "missing: fleet.kubernetes or fleet.replica is set but fleet mode stays off without the intent's ConfigMap name, e.g. switchyard-fleet")
 	}

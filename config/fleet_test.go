@@ -66,6 +66,11 @@ func TestParse_FleetProblemsNameTheFieldAndTheFix(t *testing.T) {
 			want: `config: line 1: fleet.kubernetes.name: missing: fleet.kubernetes or fleet.replica is set but fleet mode stays off`,
 		},
 		{
+			desc: "state_dir beside fleet mode",
+			yaml: "state_dir: /var/lib/switchyard\nfleet: {kubernetes: {name: sf}}\n",
+			want: `config: line 1: state_dir: "/var/lib/switchyard": in fleet mode the switch is kept in the intent ConfigMap sf`,
+		},
+		{
 			desc: "heartbeat zero",
 			yaml: "fleet: {heartbeat: 0s}\n",
 			want: `config: line 1: fleet.heartbeat: must be a positive duration such as 2s, got 0s`,

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/switchyard/switchyard/config"
+	"go.uber.org/zap"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -76,4 +77,18 @@ func ReplicaName(name string) (string, error) {
 		return "", fmt.Errorf("fleet: the host name %q cannot name a replica; set fleet.replica or $POD_NAME", h)
 	}
 	return h, nil
+}
+
+// Join connects to the API server as cfg says and returns this replica's
+// membership over router, not started yet: Start joins the fleet.
+func Join(cfg config.Fleet, router Target, log *zap.Logger) (*Fleet, error) {
+	cs, ns, err := Connect(cfg.Kubernetes)
+	if err != nil {
+		return nil, err
+	}
+	replica, err := ReplicaName(cfg.Replica)
+	if err != nil {
+		return nil, err
+	}
+	return New(cfg, Options{Client: cs, Namespace: ns, Replica: replica, Router: router, Log: log}), nil
 }

@@ -7,14 +7,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/switchyard/switchyard/analysis"
 	"github.com/switchyard/switchyard/config"
 	"github.com/switchyard/switchyard/proxy"
 	"go.uber.org/goleak"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	k8stesting "k8s.io/client-go/testing"
 )
 
 func TestMain(m *testing.M) {
@@ -158,9 +158,7 @@ func TestSwitch_ConcurrentOnTwoReplicasExactlyOneWins(t *testing.T) {
 
 func TestSwitch_APIUnreachableAnswersUnavailableAndMovesNothing(t *testing.T) {
 	cs, rs := startFleet(t, 2, "blue")
-	cs.PrependReactor("get", "configmaps", func(k8stesting.Action) (bool, runtime.Object, error) {
-		return true, nil, errors.New("dial tcp 127.0.0.1:6443: connect: connection refused")
-	})
+	cs.getsFail.Store(true)
 
 	_, err := rs[0].fleet.Switch(context.Background(), proxy.SwitchRequest{To: config.Green, Trigger: proxy.TriggerAdmin})
 
@@ -243,7 +241,7 @@ func TestFromFile_EditSeenByTwoReplicasAtDifferentTimesIsOneSwitch(t *testing.T)
 	waitServing(t, rs, config.Green, 2)
 	rs[1].fleet.FromFile(testConfig(t, "green", ""), "sha-edit-b")
 	// The second replica's copy of the edit is dropped, never written.
-	require.Eventually(t, func() bool { return rs[1].fleet.file.job == nil }, 5*time.Second, 2*time.Millisecond)
+	require.Eventually(t, func() bool { return !rs[1].fileQueued() }, 5*time.Second, 2*time.Millisecond)
 
 	for _, r := range rs {
 		h := r.fleet.History()
@@ -263,7 +261,7 @@ func TestFromFile_OperatorSwitchAfterTheEditWins(t *testing.T) {
 
 	// A replica whose file shows the same content late, or only now.
 	rs[1].fleet.FromFile(testConfig(t, "green", ""), "sha-1")
-	require.Eventually(t, func() bool { return rs[1].fleet.file.job == nil }, 5*time.Second, 2*time.Millisecond)
+	require.Eventually(t, func() bool { return !rs[1].fileQueued() }, 5*time.Second, 2*time.Millisecond)
 
 	assert.Equal(t, config.Blue, rs[1].router.ActiveColor(), "the operator's later switch stands")
 	assert.EqualValues(t, 3, rs[1].fleet.Generation())
@@ -284,25 +282,26 @@ func TestFromFile_KeepsTheFleetsRoutingInTheReloadedConfig(t *testing.T) {
 }
 
 func TestReady_TurnsUnreadyOnlyAfterTheStaleTimeout(t *testing.T) {
-	_, rs := startFleet(t, 1, "blue")
-	f := rs[0].fleet
-	base := time.Now()
+	cs := newCluster(t)
+	clock := newTestClock()
+	r := startReplicaAt(t, cs, "gw-0", testConfig(t, "blue", ""), clock.now)
+	require.NoError(t, r.fleet.Ready())
+	cs.down.Store(true)
+	require.Eventually(t, func() bool { return r.fleet.leaseErr.Load() != nil }, 5*time.Second, time.Millisecond,
+		"a heartbeat fails once the API server is gone")
 	testCases := []struct {
-		desc    string
-		contact time.Duration
-		ready   bool
+		desc  string
+		after time.Duration
+		ready bool
 	}{
-		{desc: "just in contact", contact: 0, ready: true},
-		{desc: "lost for less than stale_timeout", contact: 2 * time.Second, ready: true},
-		{desc: "lost for longer", contact: 4 * time.Second, ready: false},
+		{desc: "lost for less than stale_timeout", after: 2 * time.Second, ready: true},
+		{desc: "lost for longer", after: 2 * time.Second, ready: false},
 	}
 	for _, test := range testCases {
 		t.Run(test.desc, func(t *testing.T) {
-			// Frozen clock, so the heartbeat cannot refresh the contact.
-			f.now = func() time.Time { return base.Add(test.contact) }
-			f.contact.Store(base.UnixNano())
+			clock.advance(test.after)
 
-			err := f.Ready()
+			err := r.fleet.Ready()
 
 			if test.ready {
 				assert.NoError(t, err)
@@ -310,7 +309,10 @@ func TestReady_TurnsUnreadyOnlyAfterTheStaleTimeout(t *testing.T) {
 			}
 			require.ErrorIs(t, err, ErrNotReady)
 			assert.Contains(t, err.Error(), "still serving generation 1")
-			assert.True(t, f.Status().Stale)
+			st := r.fleet.Status()
+			assert.True(t, st.Stale)
+			assert.Contains(t, st.LastError, "connection refused")
+			assert.Equal(t, config.Blue, r.router.ActiveColor(), "losing the API server never changes routing")
 		})
 	}
 }
@@ -350,3 +352,54 @@ func TestClose_RemovesTheReplicasLease(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+func TestCollectors_ReportTheGenerationsAndTheLiveReplicas(t *testing.T) {
+	_, rs := startFleet(t, 2, "blue")
+	_, err := rs[0].fleet.Switch(context.Background(), proxy.SwitchRequest{To: config.Green, Trigger: proxy.TriggerAdmin})
+	require.NoError(t, err)
+	waitServing(t, rs, config.Green, 2)
+	reg := prometheus.NewRegistry()
+	for _, c := range rs[1].fleet.Collectors() {
+		reg.MustRegister(c)
+	}
+
+	got := map[string]float64{}
+	require.Eventually(t, func() bool {
+		mfs, err := reg.Gather()
+		require.NoError(t, err)
+		for _, mf := range mfs {
+			got[mf.GetName()] = mf.GetMetric()[0].GetGauge().GetValue()
+		}
+		return got["switchyard_fleet_agree"] == 1
+	}, 5*time.Second, 5*time.Millisecond)
+
+	assert.Equal(t, 2.0, got["switchyard_fleet_generation"])
+	assert.Equal(t, 2.0, got["switchyard_fleet_applied_generation"])
+	assert.Equal(t, 2.0, got["switchyard_fleet_live_replicas"])
+	assert.Less(t, got["switchyard_fleet_api_contact_age_seconds"], 2.0)
+}
+
+func TestRouter_AutomaticRollbackByOneReplicaMovesTheFleetOnce(t *testing.T) {
+	_, rs := startFleet(t, 3, "blue")
+	var _ analysis.Router = rs[0].fleet.Router(rs[0].router)
+	_, err := rs[0].fleet.Router(rs[0].router).Switch(proxy.SwitchRequest{To: config.Green, Trigger: proxy.TriggerAdmin})
+	require.NoError(t, err)
+	waitServing(t, rs, config.Green, 2)
+
+	// Replica 2's analysis decides to roll back; replica 1's decides the
+	// same a moment later.
+	res, err := rs[2].fleet.Router(rs[2].router).Switch(proxy.SwitchRequest{To: config.Blue, Trigger: proxy.TriggerAutoRollback})
+	require.NoError(t, err)
+	waitServing(t, rs, config.Blue, res.Generation)
+	again, err := rs[1].fleet.Router(rs[1].router).Switch(proxy.SwitchRequest{To: config.Blue, Trigger: proxy.TriggerAutoRollback})
+
+	require.NoError(t, err)
+	assert.True(t, again.NoOp, "the fleet already rolled back")
+	h := rs[0].fleet.History()
+	require.Len(t, h, 2)
+	assert.Equal(t, proxy.TriggerAutoRollback, h[1].Trigger)
+	op, err := rs[0].fleet.Router(rs[0].router).Rollback(false)
+	require.NoError(t, err)
+	assert.True(t, op.NoOp)
+	assert.Contains(t, op.Message, "already rolled back automatically from green to blue")
+}

@@ -2,9 +2,11 @@ package fleet
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,33 +26,50 @@ import (
 
 const testNS = "ml"
 
+// cluster is a fake API server that can be taken down.
+type cluster struct {
+	*fake.Clientset
+	// down makes every call fail as a stopped API server does; getsFail
+	// only reads of the intent.
+	down, getsFail atomic.Bool
+}
+
 // newCluster returns a fake API server that, unlike client-go's fake
 // clientset alone, keeps resourceVersions and refuses an update based on
 // an old one with 409 Conflict, as the real one does. The real-API-server
 // tests (build tag k8s) prove the same against kube-apiserver and etcd.
-func newCluster(t *testing.T) *fake.Clientset {
+func newCluster(t *testing.T) *cluster {
 	t.Helper()
-	cs := fake.NewClientset()
+	cs := &cluster{Clientset: fake.NewClientset()}
 	var mu sync.Mutex
 	var rv int64
+	stamp := func(m metav1.Object) {
+		rv++
+		m.SetResourceVersion(strconv.FormatInt(rv, 10))
+	}
 	cs.PrependReactor("*", "*", func(a k8stesting.Action) (bool, runtime.Object, error) {
-		switch a := a.(type) {
-		case k8stesting.CreateAction:
+		if cs.down.Load() || (cs.getsFail.Load() && a.GetVerb() == "get" && a.GetResource().Resource == "configmaps") {
+			return true, nil, errors.New("dial tcp 127.0.0.1:6443: connect: connection refused")
+		}
+		if a.GetSubresource() != "" {
+			return false, nil, nil
+		}
+		switch a.GetVerb() {
+		case "create":
 			mu.Lock()
 			defer mu.Unlock()
-			obj := a.GetObject()
+			obj := a.(k8stesting.CreateAction).GetObject()
 			m := obj.(metav1.Object)
-			rv++
-			m.SetResourceVersion(strconv.FormatInt(rv, 10))
+			stamp(m)
 			m.SetUID(types.UID(fmt.Sprintf("uid-%d", rv)))
 			if err := cs.Tracker().Create(a.GetResource(), obj, a.GetNamespace()); err != nil {
 				return true, nil, err
 			}
-			return true, obj, nil
-		case k8stesting.UpdateAction:
+			return true, obj.DeepCopyObject(), nil
+		case "update":
 			mu.Lock()
 			defer mu.Unlock()
-			obj := a.GetObject()
+			obj := a.(k8stesting.UpdateAction).GetObject()
 			m := obj.(metav1.Object)
 			cur, err := cs.Tracker().Get(a.GetResource(), a.GetNamespace(), m.GetName())
 			if err != nil {
@@ -58,15 +77,14 @@ func newCluster(t *testing.T) *fake.Clientset {
 			}
 			if cur.(metav1.Object).GetResourceVersion() != m.GetResourceVersion() {
 				return true, nil, apierrors.NewConflict(a.GetResource().GroupResource(), m.GetName(),
-					fmt.Errorf("the object has been modified"))
+					fmt.Errorf("the object has been modified; please apply your changes to the latest version and try again"))
 			}
-			rv++
-			m.SetResourceVersion(strconv.FormatInt(rv, 10))
+			stamp(m)
 			m.SetUID(cur.(metav1.Object).GetUID())
 			if err := cs.Tracker().Update(a.GetResource(), obj, a.GetNamespace()); err != nil {
 				return true, nil, err
 			}
-			return true, obj, nil
+			return true, obj.DeepCopyObject(), nil
 		}
 		return false, nil, nil
 	})
@@ -102,7 +120,25 @@ fleet:
 }
 
 // startReplica joins a replica named name with cfg to the fleet on cs.
-func startReplica(t *testing.T, cs *fake.Clientset, name string, cfg *config.Config) *replica {
+func startReplica(t *testing.T, cs *cluster, name string, cfg *config.Config) *replica {
+	t.Helper()
+	return startReplicaAt(t, cs, name, cfg, nil)
+}
+
+// testClock is a clock that moves only when told.
+type testClock struct{ ns atomic.Int64 }
+
+func newTestClock() *testClock {
+	c := &testClock{}
+	c.ns.Store(time.Now().UnixNano())
+	return c
+}
+
+func (c *testClock) now() time.Time          { return time.Unix(0, c.ns.Load()) }
+func (c *testClock) advance(d time.Duration) { c.ns.Add(int64(d)) }
+
+// startReplicaAt is startReplica with the clock now (time.Now when nil).
+func startReplicaAt(t *testing.T, cs *cluster, name string, cfg *config.Config, now func() time.Time) *replica {
 	t.Helper()
 	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)).Named(name)
 	r := proxy.NewRouter(cfg, proxy.Options{
@@ -111,7 +147,7 @@ func startReplica(t *testing.T, cs *fake.Clientset, name string, cfg *config.Con
 		Log:      log,
 		Explain:  func(b *proxy.Backend) string { return "probe failed: " + b.Addr() },
 	})
-	f := New(cfg.Fleet, Options{Client: cs, Namespace: testNS, Replica: name, Router: r, Log: log})
+	f := New(cfg.Fleet, Options{Client: cs, Namespace: testNS, Replica: name, Router: r, Log: log, Now: now})
 	t.Cleanup(func() {
 		f.Close()
 		r.Close()
@@ -122,7 +158,7 @@ func startReplica(t *testing.T, cs *fake.Clientset, name string, cfg *config.Con
 
 // startFleet starts n replicas named gw-0... on one fake API server and
 // waits until each sees all the others live.
-func startFleet(t *testing.T, n int, active string) (*fake.Clientset, []*replica) {
+func startFleet(t *testing.T, n int, active string) (*cluster, []*replica) {
 	t.Helper()
 	cs := newCluster(t)
 	var rs []*replica
@@ -155,4 +191,11 @@ func waitServing(t *testing.T, rs []*replica, color config.Color, gen uint64) {
 			return r.router.ActiveColor() == color && a.generation == gen
 		}, 10*time.Second, 2*time.Millisecond, "%s serves %s at generation %d", r.name, color, gen)
 	}
+}
+
+// fileQueued reports whether a config edit waits to be written.
+func (r *replica) fileQueued() bool {
+	r.fleet.file.mu.Lock()
+	defer r.fleet.file.mu.Unlock()
+	return r.fleet.file.job != nil
 }

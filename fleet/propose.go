@@ -135,6 +135,11 @@ func (f *Fleet) do(ctx context.Context, ch change) (outcome, error) {
 		commit.File.Routing = *ch.file
 		commit.File.remember(ch.fileSum)
 	}
+	// At is when the commit is written: convergence is measured from it.
+	commit.At = f.now()
+	if switching {
+		commit.History[len(commit.History)-1].At = commit.At
+	}
 	done, err := f.update(ctx, commit)
 	if err != nil {
 		return outcome{intent: cur}, err
@@ -171,7 +176,18 @@ func wrapRefused(replica string, to config.Color, err error) error {
 // taking the pending switch back out.
 func (f *Fleet) prepare(ctx context.Context, cur *Intent, to config.Color, trigger string) (*Intent, error) {
 	now := f.now()
-	peers := f.liveMembers(now)
+	// Who must agree is read from the API server, not the informer: a
+	// watch that has not caught up yet must not hide a live replica.
+	members, err := f.listMembers(ctx)
+	if err != nil {
+		return cur, err
+	}
+	var peers []member
+	for _, m := range members {
+		if m.replica != f.replica && f.live(m, now) {
+			peers = append(peers, m)
+		}
+	}
 	if len(peers) == 0 {
 		return cur, nil // alone: this replica's own gate was the fleet's
 	}
@@ -203,12 +219,22 @@ func (f *Fleet) prepare(ctx context.Context, cur *Intent, to config.Color, trigg
 
 // awaitAcks waits until each of peers answered prepare p in its Lease:
 // nil when all found the target ready, the first refusal otherwise, or a
-// refusal naming those that did not answer within prepare_timeout.
+// refusal naming those that did not answer within prepare_timeout. Answers
+// arrive through the Lease informer; every ackPoll the Leases are also
+// listed, so a watch that is reconnecting delays no switch.
 func (f *Fleet) awaitAcks(ctx context.Context, p *Pending, peers []member) error {
 	timer := time.NewTimer(f.cfg.PrepareTimeout.D())
 	defer timer.Stop()
+	poll := time.NewTicker(ackPoll)
+	defer poll.Stop()
+	var listed map[string]member
 	for {
 		ms, changed := f.memberView()
+		for name, m := range listed {
+			if cur, ok := ms[name]; !ok || cur.ack == nil || cur.ack.ID != p.ID {
+				ms[name] = m
+			}
+		}
 		var missing []string
 		for _, peer := range peers {
 			m, ok := ms[peer.name]
@@ -229,6 +255,10 @@ func (f *Fleet) awaitAcks(ctx context.Context, p *Pending, peers []member) error
 		}
 		select {
 		case <-changed:
+		case <-poll.C:
+			if l, err := f.listMembers(ctx); err == nil {
+				listed = l
+			}
 		case <-ctx.Done():
 			return fmt.Errorf("%w: waiting for replicas %s to check %s: %w", ErrUnavailable, strings.Join(missing, ", "), p.To, ctx.Err())
 		case <-timer.C:
@@ -246,6 +276,27 @@ func (f *Fleet) awaitAcks(ctx context.Context, p *Pending, peers []member) error
 					strings.Join(ages, ", "), f.cfg.PrepareTimeout.D())}}
 		}
 	}
+}
+
+// ackPoll is how often a prepare lists the Leases besides watching them.
+const ackPoll = 250 * time.Millisecond
+
+// listMembers lists the fleet's Leases from the API server.
+func (f *Fleet) listMembers(ctx context.Context) (map[string]member, error) {
+	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
+	defer cancel()
+	list, err := f.cs.CoordinationV1().Leases(f.ns).List(ctx, metav1.ListOptions{LabelSelector: LabelFleet + "=" + f.name})
+	if err != nil {
+		return nil, fmt.Errorf("%w: listing the fleet's Leases: %w; nothing was changed", ErrUnavailable, err)
+	}
+	f.touch()
+	out := make(map[string]member, len(list.Items))
+	for i := range list.Items {
+		if m, ok := decodeMember(&list.Items[i]); ok {
+			out[m.name] = m
+		}
+	}
+	return out, nil
 }
 
 // fetch reads the intent from the API server, not the informer's copy, so

@@ -24,6 +24,7 @@ import (
 	"github.com/switchyard/switchyard/analysis"
 	"github.com/switchyard/switchyard/config"
 	"github.com/switchyard/switchyard/console"
+	"github.com/switchyard/switchyard/fleet"
 	"github.com/switchyard/switchyard/health"
 	"github.com/switchyard/switchyard/proxy"
 	"github.com/switchyard/switchyard/state"
@@ -73,6 +74,13 @@ func Run(ctx context.Context, opts Options) error {
 	if g.trafficTLS, err = proxy.NewListenerTLS(opts.Config.TLS, g.log.Named("tls")); err != nil {
 		return err
 	}
+	if g.fleet != nil {
+		// Never serve before knowing the fleet's color.
+		sum := sha256.Sum256(opts.ConfigData)
+		if err := g.fleet.Start(ctx, opts.Config, hex.EncodeToString(sum[:])); err != nil {
+			return err
+		}
+	}
 	trafficLn, adminLn, err := listen(opts.Config)
 	if err != nil {
 		return err
@@ -107,6 +115,7 @@ type instance struct {
 	analyzer *analysis.Controller
 	admin    *admin.Server
 	store    *state.Store // nil without state_dir
+	fleet    *fleet.Fleet // nil unless fleet mode is on
 	reloader *reloader    // nil without a config file (the demo)
 	// trafficTLS serves the traffic listener over TLS; nil in cleartext,
 	// where HTTP/2 arrives as h2c.
@@ -154,7 +163,20 @@ func assemble(opts Options) (_ *instance, err error) {
 	g.router.OnChange(g.syncTargets)
 
 	g.mirror = proxy.NewMirror(g.router, cfg.Traffic.Mirror, g.prom, log.Named("mirror"))
-	g.analyzer = analysis.New(g.router, log.Named("switch"))
+	// In fleet mode the admin API and the analysis change the fleet's
+	// shared intent; the router follows it (Run joins the fleet).
+	var routes interface {
+		admin.Router
+		analysis.Router
+	} = g.router
+	if cfg.Fleet.On() {
+		if g.fleet, err = fleet.Join(cfg.Fleet, g.router, log.Named("fleet")); err != nil {
+			return nil, err
+		}
+		g.prom.MustRegister(g.fleet.Collectors()...)
+		routes = g.fleet.Router(g.router)
+	}
+	g.analyzer = analysis.New(routes, log.Named("switch"))
 	if opts.ConfigPath != "" {
 		g.reloader = newReloader(opts.ConfigPath, opts.ConfigData, cfg, fileActive, g.router, g, log.Named("config"), g.prom)
 	}
@@ -172,8 +194,12 @@ func assemble(opts Options) (_ *instance, err error) {
 	}
 	if g.reloader != nil {
 		adminOpts.Reloader = g.reloader
+		g.reloader.fleet = g.fleet != nil
 	}
-	g.admin = admin.New(g.router, log.Named("admin"), adminOpts)
+	if g.fleet != nil {
+		adminOpts.Fleet = g.fleet
+	}
+	g.admin = admin.New(routes, log.Named("admin"), adminOpts)
 	console.Mount(g.admin, g.router)
 	if err := g.admin.SetTokenFile(cfg.Admin.TokenFile); err != nil {
 		return nil, err
@@ -183,6 +209,9 @@ func assemble(opts Options) (_ *instance, err error) {
 
 // close stops the parts in the reverse order of assembly.
 func (g *instance) close() {
+	if g.fleet != nil {
+		g.fleet.Close()
+	}
 	if g.mirror != nil {
 		g.mirror.Close()
 	}
@@ -221,6 +250,11 @@ func (g *instance) prepare(cfg *config.Config) (*[2]*warmup.Spec, error) {
 // against.
 func (g *instance) publish(cfg *config.Config, specs *[2]*warmup.Spec, sum string) {
 	g.specs.Store(specs)
+	if g.fleet != nil {
+		// The fleet's intent owns active and traffic: an edit of them is
+		// one fleet change, and the reload keeps the fleet's routing.
+		g.fleet.FromFile(cfg, sum)
+	}
 	g.router.Apply(cfg)
 	if cfg.Admin.TokenFile != g.admin.TokenFile() {
 		// An error means the file broke since prepare read it: admin logs

@@ -47,6 +47,10 @@ type reloader struct {
 	// applied is the sha256 of the config in force, readable under the
 	// router's lock (by the state-saving hook) without taking r.mu.
 	applied atomic.Pointer[string]
+	// fleet is set in fleet mode, where the fleet's intent owns `active`
+	// and an edit of it is one fleet change (instance.publish), not a
+	// switch of this gateway.
+	fleet bool
 }
 
 // reloadTarget is what a reload changes, in two steps: prepare may refuse
@@ -167,7 +171,7 @@ func (r *reloader) apply(data []byte, trigger string) error {
 
 	// Only an edit of `active` moves traffic: a file that still says what
 	// it said before must not undo a switch made through the admin API.
-	if cfg.Active != r.fileActive {
+	if cfg.Active != r.fileActive && !r.fleet {
 		r.fileActive = cfg.Active
 		r.pending, r.pendingWhy, r.pendingGen = cfg.Active, "", r.router.Snapshot().Generation
 		r.trySwitchLocked()
@@ -188,6 +192,10 @@ func (r *reloader) keepRestartOnly(cfg *config.Config) []string {
 	keep("listen", &cfg.Listen, r.started.Listen)
 	keep("admin.listen", &cfg.Admin.Listen, r.started.Admin.Listen)
 	keep("state_dir", &cfg.StateDir, r.started.StateDir)
+	if cfg.Fleet != r.started.Fleet {
+		msgs = append(msgs, fmt.Sprintf("fleet: %+v -> %+v needs a restart; still %+v", r.started.Fleet, cfg.Fleet, r.started.Fleet))
+		cfg.Fleet = r.started.Fleet
+	}
 	// The listener's kind (TLS or cleartext), the files its certificate is
 	// re-read from and its lowest version are fixed when it starts; new
 	// contents of the same files need no restart.

@@ -16,7 +16,7 @@ import (
 const cliUsage = `
 Operator commands, through the admin API:
   switchyard status [--json] [--watch [--interval 2s]]
-  switchyard switch blue|green|toggle [--force] [--wait] [--if-match GEN]
+  switchyard switch blue|green|toggle [--force] [--wait [--wait-timeout 30s]] [--if-match GEN]
   switchyard rollback [--force] [--wait]
   switchyard traffic COLOR=PERCENT       canary split, e.g. green=5; green=0 ends it
   switchyard mirror COLOR PERCENT | off   copy a share of requests to the standby color
@@ -42,6 +42,9 @@ type cli struct {
 	now            func() time.Time
 	// poll is how often --wait reads the drain's progress.
 	poll time.Duration
+	// fleetWait is how long --wait waits, in fleet mode, for every live
+	// replica to serve a switch (--wait-timeout).
+	fleetWait time.Duration
 	// retryWait is the first pause before a retry; it doubles each time,
 	// up to 8 times as long.
 	retryWait time.Duration
@@ -51,7 +54,7 @@ type cli struct {
 // is not one of them, so main can try its own.
 func runCLI(cmd string, args []string, stdout, stderr io.Writer) (code int, ok bool) {
 	c := &cli{stdout: stdout, stderr: stderr, getenv: os.Getenv, now: time.Now,
-		poll: 250 * time.Millisecond, retryWait: 100 * time.Millisecond}
+		poll: 250 * time.Millisecond, retryWait: 100 * time.Millisecond, fleetWait: defaultFleetWait}
 	run := c.command(cmd)
 	if run == nil {
 		return 0, false

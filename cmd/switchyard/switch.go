@@ -17,9 +17,10 @@ import (
 
 // doSwitch moves traffic to a color: POST /admin/switch.
 func (c *cli) doSwitch(ctx context.Context, args []string) error {
-	f := c.flags("switch", "switchyard switch blue|green|toggle [--force] [--wait] [--if-match GEN]")
+	f := c.flags("switch", "switchyard switch blue|green|toggle [--force] [--wait [--wait-timeout 30s]] [--if-match GEN]")
 	force := f.Bool("force", false, "switch even if the target is not ready")
-	wait := f.Bool("wait", false, "wait until the old color has drained")
+	wait := f.Bool("wait", false, "wait until every live replica serves the switch (fleet mode) and the old color has drained")
+	f.DurationVar(&c.fleetWait, "wait-timeout", c.fleetWait, "with --wait in fleet mode: name the replicas still behind after this long")
 	ifMatch := f.String("if-match", "", "switch only if the routing generation is still GEN")
 	var to string
 	header := http.Header{}
@@ -65,9 +66,10 @@ func (c *cli) doSwitch(ctx context.Context, args []string) error {
 
 // rollback switches back to the previous color: POST /admin/rollback.
 func (c *cli) rollback(ctx context.Context, args []string) error {
-	f := c.flags("rollback", "switchyard rollback [--force] [--wait]")
+	f := c.flags("rollback", "switchyard rollback [--force] [--wait [--wait-timeout 30s]]")
 	force := f.Bool("force", false, "roll back even if the old color is not ready")
-	wait := f.Bool("wait", false, "wait until the color rolled back from has drained")
+	wait := f.Bool("wait", false, "wait until every live replica serves the rollback (fleet mode) and the color rolled back from has drained")
+	f.DurationVar(&c.fleetWait, "wait-timeout", c.fleetWait, "with --wait in fleet mode: name the replicas still behind after this long")
 	cl, _, err := c.start(f, args, nil)
 	if err != nil {
 		return err
@@ -99,7 +101,13 @@ func (c *cli) switched(ctx context.Context, cl *client, path string, res proxy.S
 	for _, l := range extra {
 		fmt.Fprintln(c.stdout, l)
 	}
-	if !wait || res.NoOp || res.Drain == nil {
+	if !wait || res.NoOp {
+		return nil
+	}
+	if err := c.waitFleet(ctx, cl, res.Generation); err != nil {
+		return err
+	}
+	if res.Drain == nil {
 		return nil
 	}
 	return c.waitDrain(ctx, cl, *res.Drain)

@@ -66,6 +66,7 @@ func renderStatus(w io.Writer, st *admin.Status, now time.Time) {
 		}
 		fmt.Fprintf(w, "\nlast switch: %s -> %s (%s) by %s %s, generation %d%s\n", s.From, s.To, s.Version, s.Trigger, ago(now, s.At), s.Generation, forced)
 	}
+	renderFleet(w, st.Fleet, now)
 	if c := st.Config; c != nil {
 		sum := c.SHA256
 		if len(sum) > 12 {
