@@ -82,30 +82,6 @@ func (r *Router) ApplyIntent(in Intent) (SwitchResult, error) {
 	}
 
 	res.Forced = in.Forced
-	result := ResultOK
-	switch {
-	case in.Forced:
-		result = ResultForced
-	case in.Trigger == TriggerRollback || in.Trigger == TriggerAutoRollback:
-		result = ResultRolledBack
-	}
-	r.metrics.switches.WithLabelValues(in.Trigger, result).Inc()
-	r.metrics.swap.Observe(swap.Seconds())
-	rec := SwitchRecord{From: cur.Active, To: in.Active, Version: target.Version, Trigger: in.Trigger, Forced: in.Forced,
-		At: r.now(), SwapNanos: res.SwapNanos, Generation: next.Generation}
-	r.history = append(r.history, rec)
-	if len(r.history) > historySize {
-		r.history = r.history[len(r.history)-historySize:]
-	}
-	d := r.startDrain(cur.Pool(cur.Active), in.Active)
-	st := r.drains.status(d)
-	res.Drain = &st
-	r.log.Info("switched", zap.String("env", string(in.Active)), zap.String("version", target.Version),
-		zap.String("from", string(cur.Active)), zap.String("from_version", cur.ActivePool().Version),
-		zap.String("trigger", in.Trigger), zap.Bool("forced", in.Forced), zap.Bool("intent", true),
-		zap.Duration("swap", swap), zap.Uint64("generation", next.Generation), zap.Int64("draining", st.Inflight))
-	for _, fn := range r.onSwitch {
-		fn(rec)
-	}
+	r.switched(cur, &next, in.Trigger, in.Forced, swap, &res, zap.Bool("intent", true))
 	return res, nil
 }

@@ -155,33 +155,44 @@ func (r *Router) switchLocked(req SwitchRequest) (SwitchResult, error) {
 
 	res.Generation = next.Generation
 	res.SwapNanos = swap.Nanoseconds()
+	r.switched(cur, &next, req.Trigger, res.Forced, swap, &res)
+	return res, nil
+}
+
+// switched does what follows the publication of a new active color, for a
+// switch and a fleet intent alike: count and record it, start draining
+// the pool that lost traffic, log it once and run the OnSwitch hooks.
+// r.mu must be held.
+func (r *Router) switched(cur, next *Snapshot, trigger string, forced bool, swap time.Duration, res *SwitchResult,
+	extra ...zap.Field) {
 	result := ResultOK
 	switch {
-	case res.Forced:
+	case forced:
 		result = ResultForced
-	case req.Trigger == TriggerRollback || req.Trigger == TriggerAutoRollback:
+	case trigger == TriggerRollback || trigger == TriggerAutoRollback:
 		result = ResultRolledBack
 	}
-	r.metrics.switches.WithLabelValues(req.Trigger, result).Inc()
+	r.metrics.switches.WithLabelValues(trigger, result).Inc()
 	r.metrics.swap.Observe(swap.Seconds())
-	rec := SwitchRecord{From: cur.Active, To: to, Version: target.Version, Trigger: req.Trigger, Forced: res.Forced,
-		At: r.now(), SwapNanos: res.SwapNanos, Generation: next.Generation}
+	target := next.ActivePool()
+	rec := SwitchRecord{From: cur.Active, To: next.Active, Version: target.Version, Trigger: trigger, Forced: forced,
+		At: r.now(), SwapNanos: swap.Nanoseconds(), Generation: next.Generation}
 	r.history = append(r.history, rec)
 	if len(r.history) > historySize {
 		r.history = r.history[len(r.history)-historySize:]
 	}
-	d := r.startDrain(cur.Pool(cur.Active), to)
+	d := r.startDrain(cur.ActivePool(), next.Active)
 	st := r.drains.status(d)
 	res.Drain = &st
-	r.log.Info("switched", zap.String("env", string(to)), zap.String("version", target.Version),
+	fields := append([]zap.Field{zap.String("env", string(next.Active)), zap.String("version", target.Version),
 		zap.String("from", string(cur.Active)), zap.String("from_version", cur.ActivePool().Version),
-		zap.String("trigger", req.Trigger), zap.Bool("forced", res.Forced),
+		zap.String("trigger", trigger), zap.Bool("forced", forced),
 		zap.Duration("swap", swap), zap.Uint64("generation", next.Generation),
-		zap.Int64("draining", st.Inflight))
+		zap.Int64("draining", st.Inflight)}, extra...)
+	r.log.Info("switched", fields...)
 	for _, fn := range r.onSwitch {
 		fn(rec)
 	}
-	return res, nil
 }
 
 // gate refuses a pool that lacks switch.min_ready ready backends.
