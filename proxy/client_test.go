@@ -131,45 +131,57 @@ func (r *Registry) mustLookup(t *testing.T, addr string) *Backend {
 // the gateway buffer all of it (1 GiB per request). It now streams, and
 // the end of the connection ends the body.
 func TestClient_HTTP10ClientGetsAStreamedAnswerEndedByClose(t *testing.T) {
-	release := make(chan struct{})
-	var once sync.Once
-	unblock := func() { once.Do(func() { close(release) }) }
-	addr := rawBackend(t, func(c net.Conn) {
-		if _, err := readRawRequest(bufio.NewReader(c)); err != nil {
-			return
-		}
-		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
-		_, _ = io.WriteString(c, "d\r\ndata: first\n\n\r\n")
-		<-release
-		_, _ = io.WriteString(c, "e\r\ndata: second\n\n\r\n0\r\n\r\n")
-	})
-	gw := startGateway(t, testConfig(t, []string{addr}, nil, ""))
-	defer unblock()
+	testCases := []struct {
+		desc  string
+		extra string
+	}{
+		{desc: "default client write timeout"},
+		// 0 means no limit; it once set a deadline of now on the stream.
+		{desc: "no client write timeout", extra: "proxy: {client: {write_timeout: 0s}}\n"},
+	}
+	for _, test := range testCases {
+		t.Run(test.desc, func(t *testing.T) {
+			release := make(chan struct{})
+			var once sync.Once
+			unblock := func() { once.Do(func() { close(release) }) }
+			addr := rawBackend(t, func(c net.Conn) {
+				if _, err := readRawRequest(bufio.NewReader(c)); err != nil {
+					return
+				}
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+				_, _ = io.WriteString(c, "d\r\ndata: first\n\n\r\n")
+				<-release
+				_, _ = io.WriteString(c, "e\r\ndata: second\n\n\r\n0\r\n\r\n")
+			})
+			gw := startGateway(t, testConfig(t, []string{addr}, nil, test.extra))
+			defer unblock()
 
-	c, err := net.Dial("tcp", gw.Addr())
-	require.NoError(t, err)
-	defer c.Close()
-	require.NoError(t, c.SetDeadline(time.Now().Add(10*time.Second)))
-	_, err = io.WriteString(c, "GET /stream HTTP/1.0\r\nHost: x\r\n\r\n")
-	require.NoError(t, err)
-	br := bufio.NewReader(c)
-	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodGet, ProtoMajor: 1})
-	require.NoError(t, err)
-	assert.Equal(t, http.StatusOK, resp.StatusCode)
-	assert.EqualValues(t, -1, resp.ContentLength, "no length: the body ends at close")
-	assert.Empty(t, resp.TransferEncoding, "an HTTP/1.0 client cannot take chunks")
-	assert.Equal(t, "blue", resp.Header.Get(HeaderColor))
+			c, err := net.Dial("tcp", gw.Addr())
+			require.NoError(t, err)
+			defer c.Close()
+			require.NoError(t, c.SetDeadline(time.Now().Add(10*time.Second)))
+			_, err = io.WriteString(c, "GET /stream HTTP/1.0\r\nHost: x\r\n\r\n")
+			require.NoError(t, err)
+			br := bufio.NewReader(c)
+			resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodGet, ProtoMajor: 1})
+			require.NoError(t, err)
+			assert.Equal(t, http.StatusOK, resp.StatusCode)
+			assert.EqualValues(t, -1, resp.ContentLength, "no length: the body ends at close")
+			assert.Empty(t, resp.TransferEncoding, "an HTTP/1.0 client cannot take chunks")
+			assert.Equal(t, "blue", resp.Header.Get(HeaderColor))
 
-	first := make([]byte, len("data: first\n\n"))
-	_, err = io.ReadFull(resp.Body, first)
-	require.NoError(t, err, "the first event must arrive while the backend still streams")
-	assert.Equal(t, "data: first\n\n", string(first))
-	unblock()
-	rest, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	assert.Equal(t, "data: second\n\n", string(rest))
-	require.Eventually(t, func() bool { return gw.Router.Snapshot().Pool("blue").Inflight() == 0 },
-		5*time.Second, time.Millisecond)
+			first := make([]byte, len("data: first\n\n"))
+			_, err = io.ReadFull(resp.Body, first)
+			require.NoError(t, err, "the first event must arrive while the backend still streams")
+			assert.Equal(t, "data: first\n\n", string(first))
+			unblock()
+			rest, err := io.ReadAll(resp.Body)
+			require.NoError(t, err)
+			assert.Equal(t, "data: second\n\n", string(rest))
+			require.Eventually(t, func() bool { return gw.Router.Snapshot().Pool("blue").Inflight() == 0 },
+				5*time.Second, time.Millisecond)
+		})
+	}
 }
 
 // A client that stops reading used to hold its max_concurrency slot for

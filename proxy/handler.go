@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"io"
 	"math/rand/v2"
@@ -192,7 +193,9 @@ func (h *Handler) streamToClose(ctx *fasthttp.RequestCtx, ex *exchange) {
 	ctx.HijackSetNoResponse(true)
 	ctx.Hijack(func(c net.Conn) {
 		ex.client, ex.clientWrite = c, h.client.WriteTimeout
-		_ = c.SetWriteDeadline(time.Now().Add(h.client.WriteTimeout))
+		if ex.clientWrite > 0 {
+			_ = c.SetWriteDeadline(time.Now().Add(ex.clientWrite))
+		}
 		_, err := c.Write(head)
 		if err == nil {
 			buf := make([]byte, 32<<10)
@@ -316,7 +319,7 @@ func retryable(err error, ctx *fasthttp.RequestCtx, p *Pool, b *Backend, s *Snap
 		return true
 	}
 	var se *silentError
-	return errors.As(err, &se) && backendGone(b.addr, s.connectTimeout)
+	return errors.As(err, &se) && backendGone(b.t, s.connectTimeout)
 }
 
 // goneCheck bounds how long backendGone watches a new connection: a
@@ -328,8 +331,10 @@ const goneCheck = 100 * time.Millisecond
 // connection, or accepts one (the kernel's listen queue outlives a killed
 // process by a few milliseconds) and resets or closes it at once. Any
 // other outcome proves nothing, and the answer is false.
-func backendGone(addr string, timeout time.Duration) bool {
-	c, err := net.DialTimeout("tcp", addr, min(timeout, 250*time.Millisecond))
+func backendGone(t *transport, timeout time.Duration) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), min(timeout, 250*time.Millisecond))
+	defer cancel()
+	c, err := t.dial(ctx, "tcp", t.addr)
 	if err != nil {
 		return errors.Is(err, syscall.ECONNREFUSED)
 	}
