@@ -233,6 +233,12 @@ type Proxy struct {
 	// MaxIdleConnsPerBackend caps the keep-alive connections kept open to
 	// each backend, at least 1. Default 256.
 	MaxIdleConnsPerBackend int `yaml:"max_idle_conns_per_backend"`
+	// MaxConnsPerBackend caps the connections open to each backend, idle
+	// or busy, at least 1. A request that finds them all busy waits for
+	// one until its response header timeout, so a burst of clients
+	// queues in the gateway instead of dialling (and soon closing) a
+	// connection each. Default 256. Restart to change.
+	MaxConnsPerBackend int `yaml:"max_conns_per_backend"`
 	// Client bounds what one client connection may cost. Restart to change.
 	Client ClientLimits `yaml:"client"`
 }

@@ -15,6 +15,7 @@ const (
 	DefaultAdminListen         = "127.0.0.1:9901"
 	DefaultMaxRequestBodyBytes = 10 << 20
 	DefaultMaxIdleConns        = 256
+	DefaultMaxConns            = 256
 	DefaultConnectTimeout      = 2 * time.Second
 	DefaultResponseHeader      = 60 * time.Second
 	DefaultIdleTimeout         = time.Second
@@ -58,6 +59,7 @@ func Default() *Config {
 				Idle:           Duration(DefaultIdleTimeout),
 			},
 			MaxIdleConnsPerBackend: DefaultMaxIdleConns,
+			MaxConnsPerBackend:     DefaultMaxConns,
 			Client: ClientLimits{
 				HeaderTimeout:  Duration(10 * time.Second),
 				ReadTimeout:    Duration(60 * time.Second),

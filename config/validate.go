@@ -187,6 +187,11 @@ func (c *Config) validateProxy(p *problems) {
 	if n := c.Proxy.MaxIdleConnsPerBackend; n < 1 {
 		p.add("proxy.max_idle_conns_per_backend", "must be at least 1, got %d; to stop reusing connections, set proxy.timeouts.idle: 0s", n)
 	}
+	if n := c.Proxy.MaxConnsPerBackend; n < 1 {
+		p.add("proxy.max_conns_per_backend", "must be at least 1, got %d", n)
+	} else if c.Proxy.MaxIdleConnsPerBackend > n {
+		p.add("proxy.max_idle_conns_per_backend", "%d is more than proxy.max_conns_per_backend %d; lower it or raise max_conns_per_backend", c.Proxy.MaxIdleConnsPerBackend, n)
+	}
 	t := c.Proxy.Timeouts
 	checkPositive(p, "proxy.timeouts.connect", t.Connect, "")
 	checkPositive(p, "proxy.timeouts.response_header", t.ResponseHeader, "; it is how long inference may take")

@@ -152,7 +152,8 @@ func assemble(opts Options) (_ *instance, err error) {
 	registerBuildInfo(g.prom, opts.Version)
 
 	g.warmer = warmup.New(log.Named("warmup"))
-	g.reg = proxy.NewRegistry(proxy.RegistryOptions{MaxIdleConns: cfg.Proxy.MaxIdleConnsPerBackend})
+	g.reg = proxy.NewRegistry(proxy.RegistryOptions{MaxIdleConns: cfg.Proxy.MaxIdleConnsPerBackend,
+		MaxConns: cfg.Proxy.MaxConnsPerBackend})
 	g.router = proxy.NewRouter(cfg, proxy.Options{Registry: g.reg, Metrics: proxy.NewMetrics(g.prom), Log: log.Named("switch"),
 		DNSRefresh: cfg.DNSRefresh.D()})
 	registerRouterMetrics(g.prom, g.router)

@@ -98,6 +98,7 @@ type Registry struct {
 	backends map[string]*Backend
 	dial     func(ctx context.Context, network, addr string) (net.Conn, error)
 	maxIdle  int
+	maxConns int
 	// startReady is the ready state of a new backend: false when a health
 	// checker will decide, true when none runs (tests, the bench).
 	startReady bool
@@ -107,6 +108,9 @@ type Registry struct {
 type RegistryOptions struct {
 	// MaxIdleConns caps the keep-alive connections kept per backend.
 	MaxIdleConns int
+	// MaxConns caps the connections open to each backend, idle or busy;
+	// a request finding all of them busy waits for one. Default 256.
+	MaxConns int
 	// StartReady is the ready state a new backend starts with. Keep it
 	// false whenever a health checker runs, so that no request reaches a
 	// backend before it is probed and warmed.
@@ -122,6 +126,7 @@ func NewRegistry(opts RegistryOptions) *Registry {
 		backends:   make(map[string]*Backend),
 		dial:       opts.Dial,
 		maxIdle:    opts.MaxIdleConns,
+		maxConns:   opts.MaxConns,
 		startReady: opts.StartReady,
 	}
 	if r.dial == nil {
@@ -129,6 +134,9 @@ func NewRegistry(opts RegistryOptions) *Registry {
 	}
 	if r.maxIdle <= 0 {
 		r.maxIdle = 256
+	}
+	if r.maxConns <= 0 {
+		r.maxConns = 256
 	}
 	return r
 }
@@ -140,7 +148,7 @@ func (r *Registry) Get(addr string) *Backend {
 	if b, ok := r.backends[addr]; ok {
 		return b
 	}
-	b := &Backend{addr: addr, t: newTransport(addr, r.maxIdle, r.dial)}
+	b := &Backend{addr: addr, t: newTransport(addr, r.maxIdle, r.maxConns, r.dial)}
 	b.ready.Store(r.startReady)
 	r.backends[addr] = b
 	return b

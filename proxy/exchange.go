@@ -113,12 +113,16 @@ const bufferBodyMax = 64 << 10
 // roundTrip sends the request to b and reads the response headers into
 // ctx.Response. On success ex owns a connection whose body is unread.
 func (ex *exchange) roundTrip(ctx *fasthttp.RequestCtx, b *Backend, s *Snapshot) error {
+	deadline := ex.start.Add(s.headerTimeout)
+	if s.totalTimeout > 0 {
+		deadline = earlier(deadline, ex.start.Add(s.totalTimeout))
+	}
 	for {
-		c, err := b.t.get(ex.start, s.idleTimeout, s.connectTimeout)
+		c, err := b.t.get(ex.start, s.idleTimeout, s.connectTimeout, deadline)
 		if err != nil {
 			return err
 		}
-		err = ex.send(ctx, c, s)
+		err = ex.send(ctx, c, s, deadline)
 		if err == nil {
 			ex.conn = c
 			return nil
@@ -132,11 +136,9 @@ func (ex *exchange) roundTrip(ctx *fasthttp.RequestCtx, b *Backend, s *Snapshot)
 	}
 }
 
-func (ex *exchange) send(ctx *fasthttp.RequestCtx, c *upstreamConn, s *Snapshot) error {
-	deadline := ex.start.Add(s.headerTimeout)
-	if s.totalTimeout > 0 {
-		deadline = earlier(deadline, ex.start.Add(s.totalTimeout))
-	}
+// send writes the request on c and reads the response head, both by
+// deadline.
+func (ex *exchange) send(ctx *fasthttp.RequestCtx, c *upstreamConn, s *Snapshot, deadline time.Time) error {
 	if err := c.nc.SetDeadline(deadline); err != nil {
 		return &sendError{err}
 	}

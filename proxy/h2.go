@@ -548,15 +548,17 @@ type upstream struct {
 	tls      *tls.Config
 	// err is a TLS file that did not load at build (config validation
 	// loaded it moments before): calls fail with it, loudly.
-	err     error
-	key     string
-	connect time.Duration
-	maxIdle int
+	err      error
+	key      string
+	connect  time.Duration
+	maxIdle  int
+	maxConns int
 }
 
 // newUpstream compiles a pool's upstream settings.
 func newUpstream(pc *config.Pool, cfg *config.Config, log *zap.Logger) *upstream {
-	u := &upstream{protocol: pc.Protocol, connect: cfg.Proxy.Timeouts.Connect.D(), maxIdle: cfg.Proxy.MaxIdleConnsPerBackend}
+	u := &upstream{protocol: pc.Protocol, connect: cfg.Proxy.Timeouts.Connect.D(), maxIdle: cfg.Proxy.MaxIdleConnsPerBackend,
+		maxConns: cfg.Proxy.MaxConnsPerBackend}
 	if u.protocol == "" {
 		u.protocol = config.ProtocolHTTP1
 	}
@@ -564,7 +566,7 @@ func newUpstream(pc *config.Pool, cfg *config.Config, log *zap.Logger) *upstream
 	if u.err != nil {
 		log.Error("backend TLS settings do not load; calls to the pool fail until they do", zap.Error(u.err))
 	}
-	u.key = fmt.Sprintf("%s|%+v|%s|%d", u.protocol, pc.TLS, u.connect, u.maxIdle)
+	u.key = fmt.Sprintf("%s|%+v|%s|%d|%d", u.protocol, pc.TLS, u.connect, u.maxIdle, u.maxConns)
 	return u
 }
 
@@ -620,6 +622,7 @@ func (u *upstream) newTransport(dial func(ctx context.Context, network, addr str
 			return c, nil
 		},
 		MaxIdleConnsPerHost: u.maxIdle,
+		MaxConnsPerHost:     u.maxConns,
 		IdleConnTimeout:     90 * time.Second,
 		DisableCompression:  true,
 		TLSClientConfig:     u.tls,

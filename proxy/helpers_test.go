@@ -47,7 +47,7 @@ func startGateway(t testing.TB, cfg *config.Config) *gateway {
 	if tt, ok := t.(*testing.T); ok {
 		log = zaptest.NewLogger(tt, zaptest.Level(zap.WarnLevel))
 	}
-	reg := NewRegistry(RegistryOptions{StartReady: true})
+	reg := NewRegistry(RegistryOptions{StartReady: true, MaxIdleConns: cfg.Proxy.MaxIdleConnsPerBackend, MaxConns: cfg.Proxy.MaxConnsPerBackend})
 	promReg := prometheus.NewRegistry()
 	r := NewRouter(cfg, Options{Registry: reg, Metrics: NewMetrics(promReg), Log: log})
 	h := NewHandler(r, log)

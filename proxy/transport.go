@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -81,6 +82,11 @@ type transport struct {
 	// idle holds reusable connections. A channel keeps the pool lock-free
 	// for callers; FIFO order is fine because stale ones are dropped by age.
 	idle chan *upstreamConn
+	// slots holds one token per open connection, idle or busy, up to
+	// proxy.max_conns_per_backend. A connection is dialled only with a free
+	// slot, so a burst of clients queues for the connections there are
+	// instead of opening (and soon closing) one each.
+	slots chan struct{}
 	// open counts connections, idle or busy, for status and tests.
 	open atomic.Int64
 	// retired is set once the backend left every pool: connections coming
@@ -88,37 +94,104 @@ type transport struct {
 	retired atomic.Bool
 }
 
-func newTransport(addr string, maxIdle int, dial func(ctx context.Context, network, addr string) (net.Conn, error)) *transport {
+func newTransport(addr string, maxIdle, maxConns int, dial func(ctx context.Context, network, addr string) (net.Conn, error)) *transport {
+	maxConns = max(maxConns, 1)
 	return &transport{
-		addr: addr,
-		dial: dial,
-		idle: make(chan *upstreamConn, max(maxIdle, 1)),
+		addr:  addr,
+		dial:  dial,
+		idle:  make(chan *upstreamConn, min(max(maxIdle, 1), maxConns)),
+		slots: make(chan struct{}, maxConns),
 	}
 }
+
+// errConnWait is a request that waited for one of the backend's
+// connections until its header deadline: every one stayed busy.
+var errConnWait = &connWaitError{}
+
+type connWaitError struct{}
+
+func (*connWaitError) Error() string {
+	return "every connection to the backend stayed busy (proxy.max_conns_per_backend) until the response header timeout"
+}
+func (*connWaitError) Timeout() bool { return true }
 
 // get returns an idle connection younger than maxIdle, or dials a new one
-// within dialTimeout.
-func (t *transport) get(now time.Time, maxIdle, dialTimeout time.Duration) (*upstreamConn, error) {
+// within dialTimeout, or, when the backend already has its most
+// connections open, waits until deadline for one to come back or close.
+func (t *transport) get(now time.Time, maxIdle, dialTimeout time.Duration, deadline time.Time) (*upstreamConn, error) {
 	for {
+		var c *upstreamConn
 		select {
-		case c := <-t.idle:
-			if now.Sub(c.idleSince) < maxIdle && c.idleAlive() {
-				return c, nil
-			}
-			// The backend may already have closed it; never gamble on it.
-			t.close(c)
-			continue
+		case c = <-t.idle:
 		default:
+			select {
+			case t.slots <- struct{}{}:
+				return t.dialNew(dialTimeout)
+			default:
+			}
+			var err error
+			if c, err = t.wait(deadline); err != nil || c == nil {
+				if err != nil {
+					return nil, err
+				}
+				return t.dialNew(dialTimeout) // a slot was freed
+			}
+			now = time.Now()
 		}
-		return t.dialNew(dialTimeout)
+		if now.Sub(c.idleSince) < maxIdle && c.idleAlive() {
+			return c, nil
+		}
+		// The backend may already have closed it; never gamble on it.
+		t.close(c)
 	}
 }
 
+// wait blocks until a connection comes back (returned), a slot frees up
+// (nil, with the slot taken for the caller), or deadline passes.
+func (t *transport) wait(deadline time.Time) (*upstreamConn, error) {
+	d := time.Until(deadline)
+	if d <= 0 {
+		return nil, errConnWait
+	}
+	tm := acquireTimer(d)
+	defer releaseTimer(tm)
+	select {
+	case c := <-t.idle:
+		return c, nil
+	case t.slots <- struct{}{}:
+		return nil, nil
+	case <-tm.C:
+		return nil, errConnWait
+	}
+}
+
+// timerPool keeps the waits for a busy backend's connections free of
+// allocations: under a burst of clients every request may wait.
+var timerPool sync.Pool
+
+func acquireTimer(d time.Duration) *time.Timer {
+	if v := timerPool.Get(); v != nil {
+		tm := v.(*time.Timer)
+		tm.Reset(d)
+		return tm
+	}
+	return time.NewTimer(d)
+}
+
+// releaseTimer stops tm and pools it. Since Go 1.23 a stopped timer's
+// channel holds no stale value, so the next Reset starts clean.
+func releaseTimer(tm *time.Timer) {
+	tm.Stop()
+	timerPool.Put(tm)
+}
+
+// dialNew dials a connection for a slot the caller took.
 func (t *transport) dialNew(timeout time.Duration) (*upstreamConn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	nc, err := t.dial(ctx, "tcp", t.addr)
 	if err != nil {
+		<-t.slots
 		return nil, &dialError{err: err}
 	}
 	t.open.Add(1)
@@ -165,6 +238,7 @@ func (t *transport) put(c *upstreamConn, now time.Time) {
 func (t *transport) close(c *upstreamConn) {
 	_ = c.nc.Close()
 	t.open.Add(-1)
+	<-t.slots
 }
 
 // closeIdle closes every idle connection, e.g. once a drained pool has no

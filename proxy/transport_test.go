@@ -29,12 +29,13 @@ func peerTransport(t *testing.T) (*transport, <-chan net.Conn) {
 		<-stop // the test alone reads and writes c
 	})
 	t.Cleanup(func() { close(stop) }) // runs before rawBackend's cleanup
-	return newTransport(addr, 16, (&net.Dialer{}).DialContext), peers
+	return newTransport(addr, 16, 16, (&net.Dialer{}).DialContext), peers
 }
 
 // dialPeer opens a connection through tr and returns both of its ends.
 func dialPeer(t *testing.T, tr *transport, peers <-chan net.Conn) (*upstreamConn, net.Conn) {
 	t.Helper()
+	tr.slots <- struct{}{} // as get does before it dials
 	c, err := tr.dialNew(5 * time.Second)
 	require.NoError(t, err)
 	require.NotNil(t, c.rc, "a TCP connection must get the liveness probe")
@@ -485,4 +486,83 @@ func TestProxy_StrayAnswerDuringAnExchangeReachesOnlyThatClient(t *testing.T) {
 	}
 	assert.False(t, sb.reused.Load(), "a request went out on the connection that got the stray")
 	assert.EqualValues(t, 2, sb.conns.Load())
+}
+
+// Regression test for issue 15: 1,000 busy clients made 15,227 upstream
+// dials in a 5 s run, because every request that found no idle connection
+// dialled one and the surplus was closed when it came back.
+func TestProxy_BusyClientsShareAtMostMaxConnsPerBackend(t *testing.T) {
+	const clients, maxConns = 24, 3
+	var accepted, inflight, most atomic.Int64
+	addr := rawBackend(t, func(c net.Conn) {
+		accepted.Add(1)
+		br := bufio.NewReader(c)
+		for {
+			if _, err := readRawRequest(br); err != nil {
+				return
+			}
+			n := inflight.Add(1)
+			for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+			}
+			time.Sleep(time.Millisecond) // so that requests overlap
+			inflight.Add(-1)
+			if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"); err != nil {
+				return
+			}
+		}
+	})
+	gw := startGateway(t, testConfig(t, []string{addr}, nil, "proxy: {max_conns_per_backend: 3, max_idle_conns_per_backend: 3}\n"))
+	client := newClient(t)
+	var wg sync.WaitGroup
+	errs := make(chan error, clients)
+	for range clients {
+		wg.Go(func() {
+			for range 10 {
+				r := await(t, getAsync(client, gw.URL+"/predict"))
+				if r.err == nil && (r.status != http.StatusOK || r.body != "ok") {
+					r.err = assert.AnError
+				}
+				if r.err != nil {
+					errs <- r.err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	assert.LessOrEqual(t, accepted.Load(), int64(maxConns), "upstream connections dialled")
+	assert.LessOrEqual(t, most.Load(), int64(maxConns), "requests in flight at the backend at once")
+	b, ok := gw.Router.Registry().Lookup(addr)
+	require.True(t, ok)
+	assert.LessOrEqual(t, b.OpenConns(), int64(maxConns))
+}
+
+func TestTransport_WaitForABusyConnectionEndsAtTheDeadline(t *testing.T) {
+	tr, peers := peerTransport(t)
+	tr.slots = make(chan struct{}, 1)
+	c, _ := dialPeer(t, tr, peers)
+	defer tr.close(c)
+	_, err := tr.get(time.Now(), time.Minute, time.Second, time.Now().Add(20*time.Millisecond))
+	require.ErrorIs(t, err, errConnWait)
+	assert.True(t, isTimeout(err), "a request that waited out its header deadline is a timeout (504)")
+}
+
+func TestTransport_WaiterGetsTheConnectionThatComesBack(t *testing.T) {
+	tr, peers := peerTransport(t)
+	tr.slots = make(chan struct{}, 1)
+	c, _ := dialPeer(t, tr, peers)
+	got := make(chan *upstreamConn, 1)
+	go func() {
+		w, err := tr.get(time.Now(), time.Minute, time.Second, time.Now().Add(time.Minute))
+		assert.NoError(t, err)
+		got <- w
+	}()
+	tr.put(c, time.Now())
+	w := receive(t, got)
+	assert.Same(t, c, w, "the waiter reuses the connection rather than dialling")
+	tr.close(w)
 }
