@@ -366,6 +366,21 @@ func (ex *exchange) read(p []byte) (int, error) {
 	return 0, io.EOF
 }
 
+// SupportsBodyWriteTo tells fasthttp to copy a streamed answer through
+// Read and its pooled buffer. Otherwise a client on a TCP socket gets the
+// body through net.TCPConn.ReadFrom, which allocates a 32 KiB buffer and
+// more for every streamed answer.
+func (ex *exchange) SupportsBodyWriteTo() bool { return false }
+
+// WriteTo is never called by fasthttp (see SupportsBodyWriteTo); it copies
+// the body through Read, so that no caller can skip the deadlines Read
+// moves.
+func (ex *exchange) WriteTo(w io.Writer) (int64, error) {
+	return io.Copy(w, struct{ io.Reader }{ex})
+}
+
+var _ fasthttp.BodyWriterTo = (*exchange)(nil)
+
 // CloseWithError is called by fasthttp once the body was written to the
 // client or writing failed. A connection is reused only after a clean,
 // complete body; a cut-off one is closed so no later request reads junk.

@@ -7,11 +7,13 @@ import (
 	"math/rand/v2"
 	"net"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 )
 
 // Handler is the fasthttp request handler of the traffic listener.
@@ -199,7 +201,9 @@ func (h *Handler) streamToClose(ctx *fasthttp.RequestCtx, ex *exchange) {
 		_, err := c.Write(head)
 		if err == nil {
 			buf := make([]byte, 32<<10)
-			_, err = io.CopyBuffer(writerOnly{c}, ex, buf)
+			// A Reader alone, or io.CopyBuffer would skip buf for the
+			// exchange's WriteTo.
+			_, err = io.CopyBuffer(writerOnly{c}, struct{ io.Reader }{ex}, buf)
 		}
 		if ex.readErr != nil && errors.Is(err, ex.readErr) {
 			err = nil // the backend's fault, counted in finish
@@ -253,26 +257,60 @@ func (h *Handler) finish(ex *exchange, writeErr error) {
 	releaseExchange(ex)
 }
 
-// logAccess writes one access-log line. Only sampled requests get here,
-// so its allocations stay off the common path.
+// logAccess writes one access-log line. Only sampled requests get here.
 func (h *Handler) logAccess(ex *exchange, status int, took time.Duration, writeErr error) {
-	backend := ""
+	ce := h.access.Check(zap.InfoLevel, "request")
+	if ce == nil {
+		return
+	}
+	l := accessLines.Get().(*accessLine)
+	*l = accessLine{
+		method: ex.access.method, path: ex.access.uri, requestID: ex.access.rqid,
+		status: status, env: string(ex.pool.Color), version: ex.pool.Version,
+		duration: took, upstream: ex.headerAt,
+	}
 	if ex.backend != nil {
-		backend = ex.backend.addr
+		l.backend = ex.backend.addr
 	}
-	fields := []zap.Field{
-		zap.ByteString("method", ex.access.method), zap.ByteString("path", ex.access.uri),
-		zap.Int("status", status), zap.String("env", string(ex.pool.Color)), zap.String("version", ex.pool.Version),
-		zap.String("backend", backend), zap.Duration("duration", took), zap.Duration("upstream_time", ex.headerAt),
-		zap.ByteString("request_id", ex.access.rqid),
-	}
+	fields := append(l.fields[:0], zap.Inline(l))
 	if writeErr != nil {
 		fields = append(fields, zap.NamedError("client_error", writeErr))
 	}
 	if ex.readErr != nil {
 		fields = append(fields, zap.NamedError("upstream_error", ex.readErr))
 	}
-	h.access.Info("request", fields...)
+	ce.Write(fields...)
+	accessLines.Put(l)
+}
+
+// accessLine is one access-log line's fields. Lines are pooled and
+// encoded straight from the struct (zap.Inline of a pointer boxes
+// nothing), so that logging a request allocates nothing. Like the
+// exchange's buffers it points into, a line is reused once written: a
+// core that keeps fields past Write (zaptest/observer) may see a later
+// request's values.
+type accessLine struct {
+	method, path, requestID []byte
+	status                  int
+	env, version, backend   string
+	duration, upstream      time.Duration
+	fields                  [3]zap.Field
+}
+
+var accessLines = sync.Pool{New: func() any { return new(accessLine) }}
+
+// MarshalLogObject implements zapcore.ObjectMarshaler.
+func (l *accessLine) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	enc.AddByteString("method", l.method)
+	enc.AddByteString("path", l.path)
+	enc.AddInt("status", l.status)
+	enc.AddString("env", l.env)
+	enc.AddString("version", l.version)
+	enc.AddString("backend", l.backend)
+	enc.AddDuration("duration", l.duration)
+	enc.AddDuration("upstream_time", l.upstream)
+	enc.AddByteString("request_id", l.requestID)
+	return nil
 }
 
 var (
