@@ -33,11 +33,12 @@ type trafficGateway struct {
 	Router  *Router
 	Metrics *prometheus.Registry
 	Handler *Handler
+	Server  *TrafficServer
 }
 
 // startTrafficGateway runs cfg's traffic listener, with TLS when tlsConf
-// is set, until the test ends.
-func startTrafficGateway(t testing.TB, cfg *config.Config, tlsConf *tls.Config) *trafficGateway {
+// is set, until the test ends. tweaks change the server before it serves.
+func startTrafficGateway(t testing.TB, cfg *config.Config, tlsConf *tls.Config, tweaks ...func(*TrafficServer)) *trafficGateway {
 	t.Helper()
 	log := zap.NewNop()
 	if tt, ok := t.(*testing.T); ok {
@@ -48,6 +49,9 @@ func startTrafficGateway(t testing.TB, cfg *config.Config, tlsConf *tls.Config) 
 	r := NewRouter(cfg, Options{Registry: reg, Metrics: NewMetrics(promReg), Log: log})
 	h := NewHandler(r, log)
 	srv := NewTrafficServer(h, NewServer(h, cfg.Proxy.MaxRequestBodyBytes), tlsConf)
+	for _, tweak := range tweaks {
+		tweak(srv)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	done := make(chan error, 1)
@@ -60,7 +64,7 @@ func startTrafficGateway(t testing.TB, cfg *config.Config, tlsConf *tls.Config) 
 		r.Close()
 		reg.CloseIdle()
 	})
-	return &trafficGateway{Addr: ln.Addr().String(), Router: r, Metrics: promReg, Handler: h}
+	return &trafficGateway{Addr: ln.Addr().String(), Router: r, Metrics: promReg, Handler: h, Server: srv}
 }
 
 // grpcConn dials the gateway (or any address) with grpc-go: cleartext

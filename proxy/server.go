@@ -43,7 +43,11 @@ func clientLimits(cfg *config.Config) ClientLimits {
 // NewServer returns the traffic listener's fasthttp server around h.
 // maxBody is the hard cap on request bodies; the snapshot's limit, which a
 // reload may lower, is checked per request.
-func NewServer(h *Handler, maxBody int) *fasthttp.Server {
+func NewServer(h *Handler, maxBody int) *fasthttp.Server { return newServer(h, maxBody, false) }
+
+// newServer is NewServer; a lean server gives an idle connection's
+// buffers back (see leanAfter).
+func newServer(h *Handler, maxBody int, lean bool) *fasthttp.Server {
 	lim := h.client
 	bodyConf := fasthttp.RequestConfig{ReadTimeout: lim.ReadTimeout}
 	return &fasthttp.Server{
@@ -74,6 +78,8 @@ func NewServer(h *Handler, maxBody int) *fasthttp.Server {
 		WriteTimeout:    lim.WriteTimeout,
 		IdleTimeout:     lim.IdleTimeout,
 		CloseOnShutdown: true,
+		// See leanAfter.
+		ReduceMemoryUsage: lean,
 	}
 }
 
