@@ -92,7 +92,7 @@ test-k8s: k8s-bin
 	CI=$${CI:-true} SWITCHYARD_K8S_BIN=$(K8S_BIN) $(GO) test -count=1 -tags k8s -timeout 20m -v ./test/k8s/ ./test/fleet/
 
 bench-deps:
-	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx haproxy caddy
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx haproxy caddy wrk
 
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./proxy/ | tee bench/results/go-bench.txt

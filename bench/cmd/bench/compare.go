@@ -28,7 +28,11 @@ type Round struct {
 	// OtherCores is how many CPUs processes outside the benchmark kept
 	// busy, on average, in the noisier of the two windows.
 	OtherCores float64 `json:"other_cores"`
-	FirstErr   string  `json:"first_error,omitempty"`
+	// GenBusy is the share of the generator side's CPUs (upstream and load
+	// generators, when pinned) that was busy in the closed loop, softirq
+	// included: near 1, the peak is the generator's, not the proxy's.
+	GenBusy  float64 `json:"generator_cpus_busy,omitempty"`
+	FirstErr string  `json:"first_error,omitempty"`
 }
 
 // Ratios compare a target with direct and with the best peer.
@@ -55,12 +59,37 @@ func (n Num) MarshalJSON() ([]byte, error) {
 	return json.Marshal(f)
 }
 
+// Comparison is one table of the comparison: every target with the same
+// workers, in interleaved rounds.
+type Comparison struct {
+	Workers int `json:"workers"`
+	// Pinned says whether the proxies ran on ProxyCPUs and the upstream
+	// stand-in and the load generators on OtherCPUs (Cpus_allowed_list
+	// notation); unpinned, everything shares every CPU.
+	Pinned    bool   `json:"pinned"`
+	ProxyCPUs string `json:"proxy_cpus,omitempty"`
+	OtherCPUs string `json:"other_cpus,omitempty"`
+	Rounds    int    `json:"rounds"`
+	// Generator made the closed loop: "wrk" or "fasthttp" (in process).
+	Generator string         `json:"closed_loop_generator"`
+	Targets   []TargetResult `json:"targets"`
+	// Headroom is direct's peak req/s over the fastest proxy's: how far
+	// the generator and the upstream could go beyond what any proxy did.
+	// Near 1, the proxies' peaks are the generator's.
+	Headroom Num `json:"direct_over_fastest_proxy"`
+	// Background is what unrelated processes used in this table's windows.
+	Background *Background `json:"background,omitempty"`
+}
+
 // TargetResult is one target of the comparison: per-round numbers and
 // their medians.
 type TargetResult struct {
 	Name    string  `json:"name"`
 	Version string  `json:"version,omitempty"`
 	Rounds  []Round `json:"rounds"`
+	// CPUs is the Cpus_allowed_list of the target's threads after the
+	// comparison ("0" when pinned to CPU 0); for direct, the upstream's.
+	CPUs string `json:"cpus,omitempty"`
 
 	PeakRPS float64 `json:"peak_rps"`
 	// Latency is the median over rounds of each percentile.
@@ -70,6 +99,8 @@ type TargetResult struct {
 	Added         Percentiles `json:"added"`
 	CPUMicros     float64     `json:"cpu_us_per_req"`
 	OpenCPUMicros float64     `json:"open_cpu_us_per_req"`
+	// GenBusy is the median of the rounds' GenBusy.
+	GenBusy float64 `json:"generator_cpus_busy,omitempty"`
 	// MemoryMiB is the peak resident set (VmHWM) of the process group at
 	// the end of the comparison; for direct, the upstream stand-in's.
 	MemoryMiB     float64 `json:"memory_mib"`
@@ -84,9 +115,16 @@ type TargetResult struct {
 	VsBestPeer Ratios `json:"vs_best_peer"`
 }
 
-// compare measures every target in interleaved rounds.
-func (h *harness) compare(blue, green *upstream) error {
+// compare measures every target with l's workers and pinning in
+// interleaved rounds.
+func (h *harness) compare(blue, green *upstream, l layout, rounds int) (*Comparison, error) {
 	o := h.opts
+	leave, err := h.enter(l, blue, green)
+	if err != nil {
+		return nil, err
+	}
+	defer leave()
+	h.logf("comparison: %s; closed loop by %s", l, h.generator())
 	var targets []*target
 	for _, name := range o.targets {
 		var t *target
@@ -95,16 +133,18 @@ func (h *harness) compare(blue, green *upstream) error {
 		case targetDirect:
 			t = &target{name: targetDirect, addr: blue.addrs[0]}
 		case targetSwitchyard:
-			t, err = h.startSwitchyard("switchyard", blue.addrs[:1], green.addrs[:1], h.opts.healthInterval)
+			t, err = h.startSwitchyard(l, fmt.Sprintf("switchyard-w%d", l.workers), blue.addrs[:1], green.addrs[:1], h.opts.healthInterval)
 		default:
 			if _, lerr := exec.LookPath(peerBinary[name]); lerr != nil {
-				h.note("%s is not installed: skipped (make bench-deps installs nginx, haproxy and caddy)", name)
+				if l.workers == o.workers[0] {
+					h.note("%s is not installed: skipped (make bench-deps installs nginx, haproxy, caddy and wrk)", name)
+				}
 				continue
 			}
-			t, err = h.startPeer(name, blue.addrs[0])
+			t, err = h.startPeer(l, name, blue.addrs[0])
 		}
 		if err != nil {
-			return fmt.Errorf("starting %s: %w", name, err)
+			return nil, fmt.Errorf("starting %s: %w", name, err)
 		}
 		targets = append(targets, t)
 		h.logf("%s listening on %s", name, t.addr)
@@ -123,21 +163,24 @@ func (h *harness) compare(blue, green *upstream) error {
 	for i, t := range targets {
 		res[i] = &TargetResult{Name: t.name, Version: h.res.Machine.Versions[t.name]}
 	}
-	for round := 1; round <= o.rounds; round++ {
+	for round := 1; round <= rounds; round++ {
 		for i, t := range targets {
 			if err := h.ctx.Err(); err != nil {
-				return err
+				return nil, err
 			}
 			pgid := blue.proc.pgid
 			if t.proc != nil {
 				pgid = t.proc.pgid
 			}
-			r := h.measure(t, loaders[i], pgid, blue)
+			r := h.measure(t, loaders[i], pgid, blue, l.others)
 			r.Round = round
 			res[i].Rounds = append(res[i].Rounds, r)
-			h.logf("round %d/%d %-10s open P50 %6.0fµs P99 %6.0fµs P99.9 %6.0fµs | closed %7.0f req/s, CPU %5.1fµs/req | errors %d/%d, upstream dials %d, other load %.2f CPUs",
-				round, o.rounds, t.name, r.Open.P50, r.Open.P99, r.Open.P999, r.PeakRPS, r.CPUMicros,
+			h.logf("%dw round %d/%d %-10s open P50 %6.0fµs P99 %6.0fµs P99.9 %6.0fµs | closed %7.0f req/s, CPU %5.1fµs/req | errors %d/%d, upstream dials %d, other load %.2f CPUs",
+				l.workers, round, rounds, t.name, r.Open.P50, r.Open.P99, r.Open.P999, r.PeakRPS, r.CPUMicros,
 				r.OpenErrors, r.ClosedErrors, r.UpstreamConns, r.OtherCores)
+			if l.pinned() {
+				h.logf("%dw round %d/%d %-10s generator side (CPU %s) %.0f%% busy in the closed loop", l.workers, round, rounds, t.name, cpuList(l.others), 100*r.GenBusy)
+			}
 		}
 	}
 	for i, t := range targets {
@@ -148,22 +191,49 @@ func (h *harness) compare(blue, green *upstream) error {
 		if u, err := groupUsage(pgid); err == nil {
 			res[i].MemoryMiB = float64(u.HWMKiB) / 1024
 		}
+		res[i].CPUs = groupCPUs(pgid)
 	}
 	summarize(res)
+	c := &Comparison{Workers: l.workers, Pinned: l.pinned(), Rounds: rounds, Generator: h.generator()}
+	if l.pinned() {
+		c.ProxyCPUs, c.OtherCPUs = cpuList(l.proxy), cpuList(l.others)
+	}
+	c.Background = background(res)
+	c.Headroom = headroom(res)
+	for _, r := range res {
+		c.Targets = append(c.Targets, *r)
+		if r.Errors > 0 {
+			h.note("%d workers: %s: %d failed requests in the comparison (first: %s)", l.workers, r.Name, r.Errors, firstErr(r.Rounds))
+		}
+	}
+	return c, nil
+}
+
+// headroom is direct's peak req/s divided by the fastest proxy's.
+func headroom(res []*TargetResult) Num {
+	var direct, fastest float64
+	for _, r := range res {
+		if r.Name == targetDirect {
+			direct = r.PeakRPS
+		} else {
+			fastest = max(fastest, r.PeakRPS)
+		}
+	}
+	if direct == 0 {
+		return Num(math.NaN())
+	}
+	return ratio(direct, fastest)
+}
+
+// background summarizes the other_cores of every round of every target.
+func background(res []*TargetResult) *Background {
 	var other []float64
 	for _, r := range res {
 		for _, rd := range r.Rounds {
 			other = append(other, rd.OtherCores)
 		}
 	}
-	h.res.Background = &Background{MedianCores: median(other), MaxCores: slices.Max(append(other, 0))}
-	for _, r := range res {
-		h.res.Compare = append(h.res.Compare, *r)
-		if r.Errors > 0 {
-			h.note("%s: %d failed requests in the comparison (first: %s)", r.Name, r.Errors, firstErr(r.Rounds))
-		}
-	}
-	return nil
+	return &Background{MedianCores: median(other), MaxCores: slices.Max(append(other, 0))}
 }
 
 func firstErr(rs []Round) string {
@@ -176,8 +246,10 @@ func firstErr(rs []Round) string {
 }
 
 // measure runs the open loop, then the closed loop, against one target.
-// pgid is the proxy's process group; for direct, the upstream's.
-func (h *harness) measure(t *target, ol *openLoader, pgid int, up *upstream) Round {
+// pgid is the proxy's process group; for direct, the upstream's. gen are
+// the generator side's CPUs when pinned, whose busy share in the closed
+// loop is recorded.
+func (h *harness) measure(t *target, ol *openLoader, pgid int, up *upstream, gen []int) Round {
 	o := h.opts
 	var r Round
 	groups := []int{pgid}
@@ -201,18 +273,25 @@ func (h *harness) measure(t *target, ol *openLoader, pgid int, up *upstream) Rou
 	h.waitQuiet()
 	var cw *cpuWindow
 	var cpu float64
-	cr := connLoad{addr: t.addr, conns: o.conns, warm: o.warm, dur: o.closedDur, window: func(open bool) {
+	var busy0, total0 int64
+	cr := h.closedLoop(t.addr, o.conns, o.closedDur, func(open bool) {
 		if open {
 			cw = openCPU(groups...)
+			busy0, total0 = cpuTimes(gen)
 			return
 		}
 		secs, other := cw.close()
 		cpu = secs[0]
 		r.OtherCores = max(r.OtherCores, other)
-	}}.run(h.ctx)
-	r.PeakRPS = float64(cr.Requests) / cr.Elapsed.Seconds()
-	r.Closed = percentiles(cr.Lat)
-	r.ClosedErrors = cr.Errors + cr.RampErrors
+		if busy, total := cpuTimes(gen); total > total0 {
+			r.GenBusy = float64(busy-busy0) / float64(total-total0)
+		}
+	})
+	if cr.Elapsed > 0 {
+		r.PeakRPS = float64(cr.Requests) / cr.Elapsed.Seconds()
+	}
+	r.Closed = cr.Lat
+	r.ClosedErrors = cr.Errors
 	if cr.Requests > 0 {
 		r.CPUMicros = cpu * 1e6 / float64(cr.Requests)
 	}
@@ -234,9 +313,10 @@ func summarize(res []*TargetResult) {
 		}
 	}
 	for _, r := range res {
-		var rps, p50, p99, p999, cpu, ocpu, conns, a50, a99, a999 []float64
+		var rps, p50, p99, p999, cpu, ocpu, conns, gen, a50, a99, a999 []float64
 		for i, rd := range r.Rounds {
 			rps = append(rps, rd.PeakRPS)
+			gen = append(gen, rd.GenBusy)
 			p50 = append(p50, rd.Open.P50)
 			p99 = append(p99, rd.Open.P99)
 			p999 = append(p999, rd.Open.P999)
@@ -258,6 +338,7 @@ func summarize(res []*TargetResult) {
 		}
 		r.CPUMicros = median(cpu)
 		r.OpenCPUMicros = median(ocpu)
+		r.GenBusy = median(gen)
 		r.UpstreamConns = median(conns)
 	}
 	best := bestPeer(res)

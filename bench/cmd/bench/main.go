@@ -1,11 +1,13 @@
 // Command bench measures Switchyard against going direct and against
 // nginx, HAProxy and Caddy configured as equivalent keep-alive reverse
-// proxies, switches colors under load, and shows how Switchyard's cost
-// grows with backends and client connections. Results go to
-// bench/results/latest.{md,json} and bench/results/switch-latency.png.
+// proxies, at one core (pinned) and at more, switches colors under load,
+// shows how Switchyard's cost grows with backends and client connections,
+// what probing costs and what idle connections hold, and checks the
+// targets of issue 15. Results go to bench/results/latest.{md,json} and
+// bench/results/switch-latency.png.
 //
-//	go run ./bench/cmd/bench            # full run, 8 to 11 minutes on 2 cores
-//	go run ./bench/cmd/bench -quick     # about 1 minute smoke run
+//	go run ./bench/cmd/bench            # full run, 12 to 15 minutes on 2 cores
+//	go run ./bench/cmd/bench -quick     # about 2 minutes smoke run
 //
 // See bench/README.md for the method.
 package main
@@ -20,10 +22,13 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/switchyard/switchyard/config"
 )
 
 // options are the harness's flags after -quick has been applied.
@@ -34,9 +39,19 @@ type options struct {
 	keep       bool
 	phases     map[string]bool
 	targets    []string
-	workers    int
+	// workers lists the worker counts of the comparison, one table each;
+	// the first is the one the targets are checked on.
+	workers []int
+	// wrk: use wrk for the closed loop when it is installed.
+	wrk bool
+	// pin pins proxies to their own CPUs, the stand-ins and generators
+	// to the rest, whenever there are more CPUs than workers.
+	pin bool
+	// scaleWorkers is Switchyard's workers in the scaling run.
+	scaleWorkers int
 
 	rounds      int
+	otherRounds int
 	rate        int
 	openDur     time.Duration
 	closedDur   time.Duration
@@ -60,6 +75,16 @@ type options struct {
 	scaleConns    []int
 	scaleDur      time.Duration
 	scaleRate     int
+
+	// probeBackends is the pool size of the probe-cost point; probeWindow
+	// its measured window.
+	probeBackends int
+	probeWindow   time.Duration
+	// idleConns is the client connections of the idle-connections point.
+	idleConns int
+	// maxConnsPerBackend, when positive, is written to Switchyard's
+	// proxy.max_conns_per_backend; 0 leaves the config default.
+	maxConnsPerBackend int
 
 	// quietWait and quietBelow gate every measurement on a quiet
 	// machine; see waitQuiet.
@@ -111,10 +136,14 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.switchyard, "switchyard", "", "switchyard binary to run; empty builds ./cmd/switchyard from this tree")
 	fs.StringVar(&o.tmp, "tmp", "", "parent of the run's temp directory (configs, logs); empty is the system default")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temp directory (configs and logs of every process)")
-	phases := fs.String("phases", "compare,switch,scale", "phases to run: compare, switch, scale")
+	phases := fs.String("phases", "compare,idle,switch,scale,probe", "phases to run: compare, idle, switch, scale, probe")
 	targets := fs.String("targets", "direct,switchyard,nginx,haproxy,caddy", "targets of the comparison; missing proxies are skipped and reported")
-	fs.IntVar(&o.workers, "workers", 2, "worker processes/threads for every proxy (nginx worker_processes, haproxy nbthread, GOMAXPROCS)")
-	fs.IntVar(&o.rounds, "rounds", 5, "interleaved rounds of the comparison; the median per target is reported")
+	workers := fs.String("workers", "1,2", "worker counts of the comparison, one table each (nginx worker_processes, haproxy nbthread, GOMAXPROCS); the first is the table the targets are checked on")
+	fs.BoolVar(&o.wrk, "wrk", true, "closed loop by wrk when it is installed; false always uses the in-process fasthttp generator")
+	fs.BoolVar(&o.pin, "pin", true, "when a table has fewer workers than there are CPUs, pin every proxy to the first CPUs and the upstream stand-ins and load generators to the others")
+	fs.IntVar(&o.scaleWorkers, "scale-workers", 0, "Switchyard's workers in the scaling run, probe-cost and idle points; 0 is the first of -workers")
+	fs.IntVar(&o.rounds, "rounds", 5, "interleaved rounds of the first comparison table; the median per target is reported")
+	fs.IntVar(&o.otherRounds, "other-rounds", 3, "interleaved rounds of the other comparison tables")
 	fs.IntVar(&o.rate, "rate", 2000, "open-loop rate, requests/s")
 	fs.DurationVar(&o.openDur, "open", 5*time.Second, "open-loop duration per target and round")
 	fs.DurationVar(&o.closedDur, "closed", 5*time.Second, "closed-loop duration per target and round")
@@ -131,10 +160,14 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	conns := fs.String("scale-conns", "10,100,1000,10000", "client connections of the scaling run")
 	fs.DurationVar(&o.scaleDur, "scale-dur", 5*time.Second, "closed- and open-loop duration of each scaling point")
 	fs.IntVar(&o.scaleRate, "scale-rate", 2000, "open-loop rate of the scaling run, requests/s")
+	fs.IntVar(&o.probeBackends, "probe-backends", 1000, "backends per pool of the probe-cost point (Switchyard probing with no client load)")
+	fs.DurationVar(&o.probeWindow, "probe-window", 10*time.Second, "measured window of the probe-cost point")
+	fs.IntVar(&o.idleConns, "idle-conns", 10000, "client connections of the idle-connections point")
+	fs.IntVar(&o.maxConnsPerBackend, "max-conns-per-backend", 0, "Switchyard's proxy.max_conns_per_backend; 0 leaves the config default (256)")
 	fs.DurationVar(&o.quietWait, "quiet-wait", 10*time.Second, "before each measurement, wait up to this long for other processes to go quiet; 0 never waits")
-	fs.DurationVar(&o.quietBudget, "quiet-budget", 3*time.Minute, "most time to spend waiting for quiet in the whole run")
+	fs.DurationVar(&o.quietBudget, "quiet-budget", 2*time.Minute, "most time to spend waiting for quiet in the whole run")
 	fs.Float64Var(&o.quietBelow, "quiet-below", 0.25, "CPUs other processes may use for the machine to count as quiet")
-	fs.BoolVar(&o.quick, "quick", false, "smoke run of about a minute: 1 round, 2 s measurements, a 5 s switch test, 2 points per scaling axis")
+	fs.BoolVar(&o.quick, "quick", false, "smoke run of about two minutes: 1 round, 2 s measurements, a 5 s switch test, 2 points per scaling axis, 1,000 idle connections")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -154,6 +187,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if o.quick {
 		quick := map[string]func(){
 			"rounds":         func() { o.rounds = 1 },
+			"other-rounds":   func() { o.otherRounds = 1 },
+			"probe-window":   func() { o.probeWindow = 4 * time.Second },
+			"idle-conns":     func() { o.idleConns = 1000 },
 			"open":           func() { o.openDur = 2 * time.Second },
 			"closed":         func() { o.closedDur = 2 * time.Second },
 			"warm":           func() { o.warm = 300 * time.Millisecond },
@@ -177,14 +213,23 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if o.scaleConns, err = parseInts(*conns); err != nil {
 		return nil, fmt.Errorf("-scale-conns: %w", err)
 	}
+	if o.workers, err = parseInts(*workers); err != nil {
+		return nil, fmt.Errorf("-workers: %w", err)
+	}
+	if len(o.workers) == 0 {
+		return nil, errors.New("-workers: at least one worker count")
+	}
+	if o.scaleWorkers == 0 {
+		o.scaleWorkers = o.workers[0]
+	}
 	o.phases = map[string]bool{}
 	for _, p := range strings.Split(*phases, ",") {
 		switch p = strings.TrimSpace(p); p {
-		case "compare", "switch", "scale":
+		case "compare", "idle", "switch", "scale", "probe":
 			o.phases[p] = true
 		case "":
 		default:
-			return nil, fmt.Errorf("-phases: unknown phase %q (want compare, switch, scale)", p)
+			return nil, fmt.Errorf("-phases: unknown phase %q (want compare, idle, switch, scale, probe)", p)
 		}
 	}
 	for _, t := range strings.Split(*targets, ",") {
@@ -197,9 +242,12 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		}
 	}
 	switch {
-	case o.rounds < 1, o.rate < 1, o.conns < 1, o.workers < 1, o.switchRate < 1, o.scaleRate < 1:
-		return nil, errors.New("-rounds, -rate, -conns, -workers, -switch-rate and -scale-rate must be at least 1")
-	case o.openDur <= 0, o.closedDur <= 0, o.switchDur <= 0, o.scaleDur <= 0, o.switchEvery <= 0:
+	case o.rounds < 1, o.otherRounds < 1, o.rate < 1, o.conns < 1, o.scaleWorkers < 1, o.switchRate < 1, o.scaleRate < 1,
+		o.probeBackends < 1, o.idleConns < 1:
+		return nil, errors.New("-rounds, -other-rounds, -rate, -conns, -scale-workers, -switch-rate, -scale-rate, -probe-backends and -idle-conns must be at least 1")
+	case o.maxConnsPerBackend < 0:
+		return nil, errors.New("-max-conns-per-backend must be 0 (the config default) or more")
+	case o.openDur <= 0, o.closedDur <= 0, o.switchDur <= 0, o.scaleDur <= 0, o.switchEvery <= 0, o.probeWindow <= 0:
 		return nil, errors.New("durations must be positive")
 	}
 	o.command = "go run ./bench/cmd/bench"
@@ -237,6 +285,12 @@ type harness struct {
 	procs []*proc
 	res   *results
 	start time.Time
+	// cpus are the CPUs this process could use at start, the set that
+	// layouts divide.
+	cpus []int
+	// wrk and wrkScript are the wrk executable and its Lua script; wrk is
+	// empty when it is not installed.
+	wrk, wrkScript string
 	// quietWaited sums the time spent waiting for a quiet machine.
 	quietWaited time.Duration
 }
@@ -271,37 +325,91 @@ func (h *harness) run() error {
 		return fmt.Errorf("creating %s: %w", o.out, err)
 	}
 	limit := raiseNoFile()
+	cpus, err := allowedCPUs()
+	if err != nil {
+		return fmt.Errorf("reading this process's CPU affinity: %w", err)
+	}
+	h.cpus = cpus
+	if o.wrk {
+		if h.wrk, h.wrkScript, err = findWrk(h.dir); err != nil {
+			return fmt.Errorf("writing the wrk script: %w", err)
+		}
+	}
 	h.res.Settings = settingsOf(o, limit)
+	h.res.Settings.CPUs = cpuList(h.cpus)
+	h.res.Settings.Generator = h.generator()
 	h.res.LoadAvg = append(h.res.LoadAvg, loadAvg())
 	if err := h.buildSwitchyard(); err != nil {
 		return err
 	}
 	h.res.Machine = machineInfo(h.ctx, h.sybin)
-	h.logf("machine: %d CPUs (%s), %s, kernel %s, %s; open files limit %d",
-		h.res.Machine.NumCPU, h.res.Machine.CPUModel, h.res.Machine.Memory, h.res.Machine.Kernel, h.res.Machine.GoVersion, limit)
-	if o.phases["compare"] || o.phases["switch"] {
+	h.logf("machine: %d CPUs (%s), %s, kernel %s, %s; open files limit %d; this process may use CPUs %s",
+		h.res.Machine.NumCPU, h.res.Machine.CPUModel, h.res.Machine.Memory, h.res.Machine.Kernel, h.res.Machine.GoVersion, limit, cpuList(h.cpus))
+	if h.wrk == "" && o.wrk {
+		h.note("wrk is not installed: the closed loop uses the in-process fasthttp generator, which is heavier (make bench-deps installs wrk)")
+	}
+	if o.pin && len(h.cpus) < 2 {
+		h.note("this process may use only CPU %s: nothing is pinned", cpuList(h.cpus))
+	}
+	if o.phases["compare"] || o.phases["idle"] || o.phases["switch"] {
 		blue, green, err := h.startUpstreams(1)
 		if err != nil {
 			return err
 		}
 		if o.phases["compare"] {
-			if err := h.compare(blue, green); err != nil {
-				return fmt.Errorf("comparison: %w", err)
+			for i, w := range o.workers {
+				rounds := o.rounds
+				if i > 0 {
+					rounds = o.otherRounds
+				}
+				c, err := h.compare(blue, green, h.layoutFor(w), rounds)
+				if err != nil {
+					return fmt.Errorf("comparison with %d workers: %w", w, err)
+				}
+				h.res.Comparisons = append(h.res.Comparisons, *c)
+			}
+			h.res.Compare = h.res.Comparisons[0].Targets
+			h.res.Background = h.res.Comparisons[0].Background
+		}
+		if o.phases["idle"] {
+			if err := h.idleConns(blue, green, h.layoutFor(o.scaleWorkers)); err != nil {
+				return fmt.Errorf("idle connections: %w", err)
 			}
 		}
 		if o.phases["switch"] {
-			if err := h.switchUnderLoad(blue, green); err != nil {
+			if err := h.switchUnderLoad(blue, green, h.layoutFor(o.workers[len(o.workers)-1])); err != nil {
 				return fmt.Errorf("switch under load: %w", err)
 			}
 		}
 		h.stopProc(blue.proc)
 		h.stopProc(green.proc)
 	}
-	if o.phases["scale"] {
-		if err := h.scale(); err != nil {
-			return fmt.Errorf("scaling: %w", err)
+	if o.phases["scale"] || o.phases["probe"] {
+		n := 1
+		if o.phases["scale"] && len(o.scaleBackends) > 0 {
+			n = slices.Max(o.scaleBackends)
 		}
+		if o.phases["probe"] {
+			n = max(n, o.probeBackends)
+		}
+		blue, green, err := h.startUpstreams(n)
+		if err != nil {
+			return err
+		}
+		if o.phases["scale"] {
+			if err := h.scale(blue, green, h.layoutFor(o.scaleWorkers)); err != nil {
+				return fmt.Errorf("scaling: %w", err)
+			}
+		}
+		if o.phases["probe"] {
+			if err := h.probeCost(blue, green, h.layoutFor(o.scaleWorkers), o.probeBackends); err != nil {
+				return fmt.Errorf("probe cost: %w", err)
+			}
+		}
+		h.stopProc(blue.proc)
+		h.stopProc(green.proc)
 	}
+	h.res.Targets = checkTargets(h.res)
 	h.res.Seconds = time.Since(h.start).Seconds()
 	h.res.QuietWaitSeconds = h.quietWaited.Seconds()
 	h.res.LoadAvg = append(h.res.LoadAvg, loadAvg())
@@ -399,8 +507,16 @@ func raiseNoFile() uint64 {
 }
 
 func settingsOf(o *options, nofile uint64) Settings {
+	maxConns, source := o.maxConnsPerBackend, "-max-conns-per-backend"
+	if maxConns == 0 {
+		// What a gateway built from this tree uses when the file is silent.
+		maxConns, source = config.DefaultMaxConns, "config default"
+	}
 	return Settings{
-		Workers: o.workers, Rounds: o.rounds, Rate: o.rate, OpenSeconds: o.openDur.Seconds(),
+		Workers: o.workers[0], WorkerCounts: o.workers, Pin: o.pin, ScaleWorkers: o.scaleWorkers, OtherRounds: o.otherRounds,
+		ProbeBackends: o.probeBackends, ProbeWindowSeconds: o.probeWindow.Seconds(), IdleConns: o.idleConns,
+		MaxConnsPerBackend: maxConns, MaxConnsSource: source,
+		Rounds: o.rounds, Rate: o.rate, OpenSeconds: o.openDur.Seconds(),
 		ClosedSeconds: o.closedDur.Seconds(), WarmSeconds: o.warm.Seconds(), Conns: o.conns,
 		ServiceTimeMicros: float64(o.serviceTime.Microseconds()), SwitchRate: o.switchRate,
 		SwitchEveryMillis: float64(o.switchEvery.Milliseconds()), SwitchSeconds: o.switchDur.Seconds(),

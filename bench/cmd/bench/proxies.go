@@ -87,16 +87,16 @@ pools:
     backends: [{{.Green}}]
 `))
 
-// startSwitchyard runs the gateway over the given backends and waits until
-// every backend of both pools is ready.
-// interval, when not empty, is health.interval.
-func (h *harness) startSwitchyard(name string, blue, green []string, interval string) (*target, error) {
-	return h.startSwitchyardWith(name, blue, green, interval, "")
+// startSwitchyard runs the gateway with l's workers (GOMAXPROCS), pinned
+// as l says, over the given backends and waits until every backend of
+// both pools is ready. interval, when not empty, is health.interval.
+func (h *harness) startSwitchyard(l layout, name string, blue, green []string, interval string) (*target, error) {
+	return h.startSwitchyardWith(l, name, blue, green, interval, "")
 }
 
 // startSwitchyardWith is startSwitchyard with extra top-level YAML
 // appended to the config.
-func (h *harness) startSwitchyardWith(name string, blue, green []string, interval, extra string) (*target, error) {
+func (h *harness) startSwitchyardWith(l layout, name string, blue, green []string, interval, extra string) (*target, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
@@ -111,17 +111,24 @@ func (h *harness) startSwitchyardWith(name string, blue, green []string, interva
 		"Blue": strings.Join(blue, ", "), "Green": strings.Join(green, ", "), "Interval": interval}); err != nil {
 		return nil, err
 	}
+	if n := h.opts.maxConnsPerBackend; n > 0 {
+		fmt.Fprintf(&cfg, "proxy: {max_conns_per_backend: %d}\n", n)
+	}
 	cfg.WriteString(extra)
 	path := filepath.Join(h.dir, name+".yaml")
 	if err := os.WriteFile(path, cfg.Bytes(), 0o644); err != nil {
 		return nil, err
 	}
-	p, err := startProc(name, h.dir, []string{"GOMAXPROCS=" + strconv.Itoa(h.opts.workers)}, nil, h.sybin, "serve", "--config", path)
+	p, err := startProc(name, h.dir, []string{"GOMAXPROCS=" + strconv.Itoa(l.workers)}, nil, h.sybin, "serve", "--config", path)
 	if err != nil {
 		return nil, err
 	}
 	h.procs = append(h.procs, p)
 	t.proc = p
+	if err := pinProxy(l, p); err != nil {
+		h.stopProc(p)
+		return nil, err
+	}
 	err = waitFor(h.ctx, p, 60*time.Second, name+" ready", func() error {
 		st, err := switchyardStatus(t.admin)
 		if err != nil {
@@ -252,8 +259,8 @@ http://{{.Listen}} {
 var peerBinary = map[string]string{targetNginx: "nginx", targetHAProxy: "haproxy", targetCaddy: "caddy"}
 
 // startPeer runs nginx, HAProxy or Caddy in its own directory on a free
-// loopback port in front of upstream, with h.opts.workers workers.
-func (h *harness) startPeer(name, upstream string) (*target, error) {
+// loopback port in front of upstream, with l's workers, pinned as l says.
+func (h *harness) startPeer(l layout, name, upstream string) (*target, error) {
 	bin, err := exec.LookPath(peerBinary[name])
 	if err != nil {
 		return nil, err
@@ -262,7 +269,7 @@ func (h *harness) startPeer(name, upstream string) (*target, error) {
 	if err != nil {
 		return nil, err
 	}
-	dir := filepath.Join(h.dir, name)
+	dir := filepath.Join(h.dir, fmt.Sprintf("%s-w%d", name, l.workers))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -274,7 +281,7 @@ func (h *harness) startPeer(name, upstream string) (*target, error) {
 	if n := int(h.res.Settings.NoFile); n > 0 {
 		maxConn = min(maxConn, (n-512)/2)
 	}
-	vars := map[string]any{"Dir": dir, "Workers": h.opts.workers, "Listen": t.addr, "Upstream": upstream, "MaxConn": maxConn,
+	vars := map[string]any{"Dir": dir, "Workers": l.workers, "Listen": t.addr, "Upstream": upstream, "MaxConn": maxConn,
 		"NoFile": max(1024, int(h.res.Settings.NoFile))}
 	var tmpl *template.Template
 	var argv []string
@@ -290,7 +297,7 @@ func (h *harness) startPeer(name, upstream string) (*target, error) {
 		tmpl = caddyConfig
 		argv = []string{bin, "run", "--config", filepath.Join(dir, "Caddyfile"), "--adapter", "caddyfile"}
 		env = []string{"HOME=" + dir, "XDG_DATA_HOME=" + filepath.Join(dir, "data"), "XDG_CONFIG_HOME=" + filepath.Join(dir, "config"),
-			"GOMAXPROCS=" + strconv.Itoa(h.opts.workers)}
+			"GOMAXPROCS=" + strconv.Itoa(l.workers)}
 	}
 	var cfg bytes.Buffer
 	if err := tmpl.Execute(&cfg, vars); err != nil {
@@ -306,6 +313,10 @@ func (h *harness) startPeer(name, upstream string) (*target, error) {
 	}
 	h.procs = append(h.procs, p)
 	t.proc = p
+	if err := pinProxy(l, p); err != nil {
+		h.stopProc(p)
+		return nil, err
+	}
 	if err := waitFor(h.ctx, p, 30*time.Second, name+" ready", func() error { return checkPredict(t.addr, "blue") }); err != nil {
 		h.stopProc(p)
 		return nil, err

@@ -44,26 +44,41 @@ type ScalePoint struct {
 
 // Scaling is the cost of Switchyard as pools and client counts grow.
 type Scaling struct {
-	Backends []ScalePoint `json:"backends"`
-	Conns    []ScalePoint `json:"conns"`
+	Workers int  `json:"workers"`
+	Pinned  bool `json:"pinned"`
+	// ProxyCPUs and OtherCPUs are the CPUs of Switchyard and of the
+	// stand-ins and generators when pinned.
+	ProxyCPUs string `json:"proxy_cpus,omitempty"`
+	OtherCPUs string `json:"other_cpus,omitempty"`
+	// Generator made the closed loop of the backend sweep; the
+	// connection sweep always uses the in-process fasthttp generator.
+	Generator string       `json:"closed_loop_generator"`
+	Backends  []ScalePoint `json:"backends"`
+	Conns     []ScalePoint `json:"conns"`
 }
 
-func (h *harness) scale() error {
+// scale measures Switchyard with l's workers and pinning over the
+// stand-ins blue and green, which have at least max(-scale-backends)
+// listeners each.
+func (h *harness) scale(blue, green *upstream, l layout) error {
 	o := h.opts
 	n := 1
 	if len(o.scaleBackends) > 0 {
 		n = slices.Max(o.scaleBackends)
 	}
-	blue, green, err := h.startUpstreams(n)
+	leave, err := h.enter(l, blue, green)
 	if err != nil {
 		return err
 	}
-	defer h.stopProc(blue.proc)
-	defer h.stopProc(green.proc)
-	sc := &Scaling{}
+	defer leave()
+	sc := &Scaling{Workers: l.workers, Pinned: l.pinned(), Generator: h.generator()}
+	if l.pinned() {
+		sc.ProxyCPUs, sc.OtherCPUs = cpuList(l.proxy), cpuList(l.others)
+	}
 	h.res.Scaling = sc
+	h.logf("scaling: Switchyard with %s", l)
 	for _, nb := range o.scaleBackends {
-		p, err := h.scalePoint(blue, green, nb, o.conns, false, o.healthInterval)
+		p, err := h.scalePoint(blue, green, l, nb, o.conns, false, o.healthInterval)
 		if err != nil {
 			return err
 		}
@@ -72,7 +87,7 @@ func (h *harness) scale() error {
 	// The largest pool once more with probes 15 times rarer: how much of
 	// its cost is the health checker's.
 	if o.probeContrast != "" && n > 1 && o.healthInterval == "" {
-		p, err := h.scalePoint(blue, green, n, o.conns, false, o.probeContrast)
+		p, err := h.scalePoint(blue, green, l, n, o.conns, false, o.probeContrast)
 		if err != nil {
 			return err
 		}
@@ -84,7 +99,7 @@ func (h *harness) scale() error {
 			h.note("%d client connections skipped: %s", nc, why)
 			continue
 		}
-		p, err := h.scalePoint(blue, green, 1, nc, true, o.healthInterval)
+		p, err := h.scalePoint(blue, green, l, 1, nc, true, o.healthInterval)
 		if err != nil {
 			return err
 		}
@@ -96,14 +111,14 @@ func (h *harness) scale() error {
 // scalePoint starts a fresh gateway over nb backends per pool, so its peak
 // memory belongs to this point alone, and measures it with conns closed-loop
 // connections, then at the fixed rate.
-func (h *harness) scalePoint(blue, green *upstream, nb, conns int, paced bool, interval string) (ScalePoint, error) {
+func (h *harness) scalePoint(blue, green *upstream, l layout, nb, conns int, paced bool, interval string) (ScalePoint, error) {
 	o := h.opts
 	p := ScalePoint{Backends: nb, Conns: conns, HealthInterval: interval}
 	name := fmt.Sprintf("switchyard-b%d-c%d", nb, conns)
 	if interval != "" {
 		name += "-probe" + interval
 	}
-	t, err := h.startSwitchyard(name, blue.addrs[:nb], green.addrs[:nb], interval)
+	t, err := h.startSwitchyard(l, name, blue.addrs[:nb], green.addrs[:nb], interval)
 	if err != nil {
 		return p, err
 	}
@@ -113,19 +128,32 @@ func (h *harness) scalePoint(blue, green *upstream, nb, conns int, paced bool, i
 	fds := watchFDs(pgid)
 	b0, _ := blue.stats()
 	g0, _ := green.stats()
+	began := time.Now()
 	var cw *cpuWindow
 	var cpu float64
-	cr := connLoad{addr: t.addr, conns: conns, warm: o.warm, dur: o.scaleDur, window: func(open bool) {
+	window := func(open bool) {
 		if open {
 			cw = openCPU(pgid, blue.proc.pgid, green.proc.pgid)
 			return
 		}
 		secs, other := cw.close()
 		cpu, p.OtherCores = secs[0], other
-	}}.run(h.ctx)
-	p.PeakRPS = float64(cr.Requests) / cr.Elapsed.Seconds()
-	p.Closed = percentiles(cr.Lat)
-	p.ClosedErrors = cr.Errors + cr.RampErrors
+	}
+	// The connection sweep keeps the in-process generator: it opens its
+	// connections in batches before the window (wrk opens all of them at
+	// once, inside it) and holds exactly that many.
+	var cr closedResult
+	if paced {
+		r := connLoad{addr: t.addr, conns: conns, warm: o.warm, dur: o.scaleDur, window: window}.run(h.ctx)
+		cr = closedResult{Requests: r.Requests, Errors: r.Errors + r.RampErrors, Elapsed: r.Elapsed, Lat: percentiles(r.Lat), FirstErr: r.FirstErr}
+	} else {
+		cr = h.closedLoop(t.addr, conns, o.scaleDur, window)
+	}
+	if cr.Elapsed > 0 {
+		p.PeakRPS = float64(cr.Requests) / cr.Elapsed.Seconds()
+	}
+	p.Closed = cr.Lat
+	p.ClosedErrors = cr.Errors
 	p.FirstErr = cr.FirstErr
 	if cr.Requests > 0 {
 		p.CPUMicros = cpu * 1e6 / float64(cr.Requests)
@@ -169,13 +197,13 @@ func (h *harness) scalePoint(blue, green *upstream, nb, conns int, paced bool, i
 	}
 	b1, _ := blue.stats()
 	g1, _ := green.stats()
+	span := time.Since(began).Seconds()
 	p.PeakFDs = fds()
 	p.UpstreamConns = b1.Conns - b0.Conns + g1.Conns - g0.Conns
 	if u, err := groupUsage(pgid); err == nil {
 		p.MemoryMiB = float64(u.HWMKiB) / 1024
 	}
 	// Probe rate over the whole point, from the stand-ins' counters.
-	span := 2*o.warm.Seconds() + 2*o.scaleDur.Seconds()
 	p.ProbesPerSec = float64(b1.Probes-b0.Probes+g1.Probes-g0.Probes) / span
 	h.logf("scale %4d backends/pool %5d conns: %7.0f req/s, CPU %5.1fµs/req, open P50 %6.0fµs P99 %6.0fµs, RSS %5.1f MiB, peak fds %d, upstream dials %d, errors %d/%d, other load %.2f CPUs",
 		nb, conns, p.PeakRPS, p.CPUMicros, p.Open.P50, p.Open.P99, p.MemoryMiB, p.PeakFDs, p.UpstreamConns, p.ClosedErrors, p.OpenErrors, p.OtherCores)

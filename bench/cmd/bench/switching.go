@@ -43,6 +43,9 @@ type switchRecord struct {
 
 // SwitchTest is the result of switching colors under load.
 type SwitchTest struct {
+	// Workers is Switchyard's GOMAXPROCS; Layout says where it ran.
+	Workers       int      `json:"workers"`
+	Layout        string   `json:"layout"`
 	Rate          int      `json:"rate"`
 	EveryMillis   float64  `json:"every_ms"`
 	Seconds       float64  `json:"seconds"`
@@ -86,11 +89,16 @@ type SwitchTest struct {
 	Plot         string `json:"plot,omitempty"`
 }
 
-// switchUnderLoad sends a fixed rate through Switchyard while toggling
-// the active color every switchEvery, and checks every answer's color
-// against the switch history.
-func (h *harness) switchUnderLoad(blue, green *upstream) error {
+// switchUnderLoad sends a fixed rate through Switchyard (with l's workers
+// and pinning) while toggling the active color every switchEvery, and
+// checks every answer's color against the switch history.
+func (h *harness) switchUnderLoad(blue, green *upstream, l layout) error {
 	o := h.opts
+	leave, err := h.enter(l, blue, green)
+	if err != nil {
+		return err
+	}
+	defer leave()
 	extra := ""
 	if !o.switchAutoRollback {
 		// Switches 100 ms apart are far faster than any analysis window:
@@ -98,7 +106,7 @@ func (h *harness) switchUnderLoad(blue, green *upstream) error {
 		// test's back.
 		extra = "analysis: {auto_rollback: false}\n"
 	}
-	t, err := h.startSwitchyardWith("switchyard-switch", blue.addrs[:1], green.addrs[:1], h.opts.healthInterval, extra)
+	t, err := h.startSwitchyardWith(l, "switchyard-switch", blue.addrs[:1], green.addrs[:1], h.opts.healthInterval, extra)
 	if err != nil {
 		return err
 	}
@@ -148,6 +156,7 @@ func (h *harness) switchUnderLoad(blue, green *upstream) error {
 		}
 	}
 	res.Rate, res.EveryMillis, res.Seconds = o.switchRate, float64(o.switchEvery.Milliseconds()), o.switchDur.Seconds()
+	res.Workers, res.Layout = l.workers, l.String()
 	b1, _ := blue.stats()
 	g1, _ := green.stats()
 	res.UpstreamConns = b1.Conns - b0.Conns + g1.Conns - g0.Conns
