@@ -203,7 +203,13 @@ func (ex *exchange) send(ctx *fasthttp.RequestCtx, c *upstreamConn, s *Snapshot,
 	ex.closeConn = resp.Header.ConnectionClose()
 	// We speak HTTP/1.1 to the client whatever the backend spoke.
 	resp.Header.SetProtocol(http11)
-	ex.scratch = stripResponseHops(&resp.Header, ex.scratch)
+	if lines, ok := responseHeadLines(head); !ok || lines&headHop != 0 {
+		ex.scratch = stripResponseHops(&resp.Header, ex.scratch)
+	} else {
+		// The upstream's wish to close its connection is not the
+		// client's; there is nothing else to strip.
+		resp.Header.ResetConnectionClose()
+	}
 
 	switch cl := resp.Header.ContentLength(); {
 	case ctx.Request.Header.IsHead() || ex.status == fasthttp.StatusNoContent || ex.status == fasthttp.StatusNotModified:
@@ -398,22 +404,46 @@ var (
 // response head was read, holds that whole head and no Content-Length
 // line in it. A head that came in pieces is not known, so it is false.
 func headHasNoContentLength(buf []byte) bool {
+	lines, ok := responseHeadLines(buf)
+	return ok && lines&headContentLength == 0
+}
+
+// Lines responseHeadLines looks for.
+const (
+	headContentLength = 1 << iota
+	// headHop: a hop-by-hop header stripResponseHops must remove
+	// (Transfer-Encoding aside, which fasthttp reframes).
+	headHop
+)
+
+// responseHeadLines says which of the lines the gateway acts on a response
+// head holds, from buf, the bytes buffered before the head was read; ok
+// is false unless buf holds the whole head.
+func responseHeadLines(buf []byte) (lines int, ok bool) {
 	end := bytes.Index(buf, []byte("\r\n\r\n"))
 	if end < 0 {
-		return false
+		return 0, false
 	}
-	const name = "content-length"
 	for line := buf[:end]; len(line) > 0; {
 		i := bytes.IndexByte(line, '\n')
 		if i < 0 {
 			break
 		}
 		line = line[i+1:]
-		if len(line) > len(name) && bytes.EqualFold(line[:len(name)], []byte(name)) {
-			return false
+		colon := bytes.IndexByte(line, ':')
+		if colon < 0 {
+			continue
+		}
+		name := bytes.TrimRight(line[:colon], " \t")
+		switch {
+		case equalFoldASCII(name, "content-length"):
+			lines |= headContentLength
+		case equalFoldASCII(name, "transfer-encoding"):
+		case classifyHeader(name) == seenHop:
+			lines |= headHop
 		}
 	}
-	return true
+	return lines, true
 }
 
 // checkFirstChunk validates the first chunk-size line when it came with

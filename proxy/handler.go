@@ -64,7 +64,8 @@ func (h *Handler) ServeHTTP(ctx *fasthttp.RequestCtx) {
 		h.refuse(ctx, pool, clientBodyTooLarge, fasthttp.StatusRequestEntityTooLarge, bodyTooLarge)
 		return
 	}
-	if !h.screen(ctx, pool) {
+	seen, ok := h.screen(ctx, pool)
+	if !ok {
 		return
 	}
 	if pool.h2only {
@@ -100,8 +101,8 @@ func (h *Handler) ServeHTTP(ctx *fasthttp.RequestCtx) {
 		h.finish(ex, nil)
 		return
 	}
-	ex.scratch = prepareRequest(ctx, ex.scratch)
-	ex.scratch = h.markLoop(&ctx.Request.Header, ex.scratch)
+	ex.scratch = prepareRequest(ctx, ex.scratch, seen)
+	ex.scratch = h.markLoop(&ctx.Request.Header, ex.scratch, seen)
 	if pool.loadReports {
 		// Ask vLLM and Triton for an in-band load report (ORCA).
 		ctx.Request.Header.Set(orcaRequestHeader, "text")

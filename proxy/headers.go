@@ -66,43 +66,59 @@ func dropConnectionTokens(lines [][]byte, scratch []byte, del func([]byte)) []by
 // prepareRequest turns the client's request into the upstream request in
 // place: hop-by-hop headers go, forwarding headers and a request ID are
 // added. Host is left as the client sent it. scratch is reused per request.
-func prepareRequest(ctx *fasthttp.RequestCtx, scratch []byte) []byte {
+//
+// seen, from screen, says which of the headers rewritten here the client
+// sent; the others are added without looking for them.
+func prepareRequest(ctx *fasthttp.RequestCtx, scratch []byte, seen headerSeen) []byte {
 	h := &ctx.Request.Header
-	scratch = dropConnectionTokens(h.PeekAll("Connection"), scratch, h.DelBytes)
-	// fasthttp keeps a chunked body's trailers and, once the Trailer header
-	// goes, would send them as headers: a client could smuggle a header
-	// past every check that ran on the head. Fields sent after the body
-	// are not the backend's business.
-	scratch = dropConnectionTokens(h.PeekAll("Trailer"), scratch, h.DelBytes)
-	for _, name := range hopHeaders {
-		h.Del(name)
+	if seen&seenHop != 0 {
+		scratch = dropConnectionTokens(h.PeekAll("Connection"), scratch, h.DelBytes)
+		// fasthttp keeps a chunked body's trailers and, once the Trailer
+		// header goes, would send them as headers: a client could smuggle
+		// a header past every check that ran on the head. Fields sent
+		// after the body are not the backend's business.
+		scratch = dropConnectionTokens(h.PeekAll("Trailer"), scratch, h.DelBytes)
+		for _, name := range hopHeaders {
+			h.Del(name)
+		}
+		// We already hold the whole body; the backend must not wait for a
+		// 100 Continue that will never come from us.
+		h.Del("Expect")
 	}
-	// We already hold the whole body; the backend must not wait for a
-	// 100 Continue that will never come from us.
-	h.Del("Expect")
 
 	// Every earlier hop, over however many lines they came, then us.
 	buf := scratch[:0]
-	for _, prior := range h.PeekAll("X-Forwarded-For") {
-		buf = append(buf, prior...)
-		buf = append(buf, ", "...)
+	if seen&seenForwardedFor != 0 {
+		for _, prior := range h.PeekAll("X-Forwarded-For") {
+			buf = append(buf, prior...)
+			buf = append(buf, ", "...)
+		}
+		h.Del("X-Forwarded-For")
 	}
 	buf = appendIP(buf, ctx)
-	h.Del("X-Forwarded-For")
-	h.SetBytesV("X-Forwarded-For", buf)
+	h.SetCanonical(headerForwardedForKey, buf)
+	proto := protoHTTP
 	if ctx.IsTLS() {
-		h.Set("X-Forwarded-Proto", "https")
-	} else {
-		h.Set("X-Forwarded-Proto", "http")
+		proto = protoHTTPS
 	}
+	h.SetCanonical(headerForwardedProtoKey, proto)
 
-	if len(h.Peek(HeaderRequestID)) == 0 {
+	if seen&seenRequestID == 0 || len(h.Peek(HeaderRequestID)) == 0 {
 		mark := len(buf)
 		buf = appendRequestID(buf)
-		h.SetBytesV(HeaderRequestID, buf[mark:])
+		h.SetCanonical(headerRequestIDKey, buf[mark:])
 	}
 	return buf
 }
+
+// Canonical header names and values set on every request, as bytes so
+// that fasthttp neither normalises nor converts them.
+var (
+	headerForwardedForKey   = []byte("X-Forwarded-For")
+	headerForwardedProtoKey = []byte("X-Forwarded-Proto")
+	headerRequestIDKey      = []byte(HeaderRequestID)
+	protoHTTP, protoHTTPS   = []byte("http"), []byte("https")
+)
 
 func appendIP(dst []byte, ctx *fasthttp.RequestCtx) []byte {
 	addr, ok := netip.AddrFromSlice(ctx.RemoteIP())

@@ -47,42 +47,46 @@ var clientErrNames = [clientErrKinds]string{"bad_request", "body_too_large", "he
 // RFC 9112 lets a server normalise. It answers the client itself and
 // returns false for what must not be forwarded; those answers are the
 // client's errors and never count against a backend.
-func (h *Handler) screen(ctx *fasthttp.RequestCtx, p *Pool) bool {
+//
+// It also returns which of the headers the gateway rewrites the request
+// carries, for prepareRequest and markLoop.
+func (h *Handler) screen(ctx *fasthttp.RequestCtx, p *Pool) (headerSeen, bool) {
 	hdr := &ctx.Request.Header
 	switch {
 	case hdr.IsConnect():
 		h.refuse(ctx, p, clientMethod, fasthttp.StatusMethodNotAllowed, bodyConnect)
 		ctx.Response.Header.Set("Allow", allowedMethods)
-		return false
+		return 0, false
 	case hdr.IsOptions() && string(hdr.RequestURI()) == "*":
 		// A question about the gateway, not about a model.
 		setPoolHeaders(ctx, p)
 		ctx.Response.Header.Set("Allow", allowedMethods)
 		ctx.Response.SetStatusCode(fasthttp.StatusOK)
-		return false
+		return 0, false
 	}
-	if loop := hdr.PeekBytes(headerLoopKey); len(loop) > 0 && bytes.Contains(loop, h.loopID) {
+	names, seen := checkHeaderNames(hdr)
+	if seen&seenLoop != 0 && bytes.Contains(hdr.PeekBytes(headerLoopKey), h.loopID) {
 		h.refuse(ctx, p, clientLoop, fasthttp.StatusLoopDetected, bodyLoop)
-		return false
+		return 0, false
 	}
 	if uri := hdr.RequestURI(); len(uri) == 0 || uri[0] != '/' {
 		if !normaliseTarget(&ctx.Request) {
 			h.refuse(ctx, p, clientBadRequest, fasthttp.StatusBadRequest, bodyBadTarget)
-			return false
+			return 0, false
 		}
 	}
 	if len(hdr.Host()) == 0 && hdr.IsHTTP11() {
 		h.refuse(ctx, p, clientBadRequest, fasthttp.StatusBadRequest, bodyNoHost)
-		return false
+		return 0, false
 	}
-	switch checkHeaderNames(hdr) {
+	switch names {
 	case namesInvalid:
 		h.refuse(ctx, p, clientBadRequest, fasthttp.StatusBadRequest, bodyBadHeader)
-		return false
+		return 0, false
 	case namesUnderscore:
 		dropUnderscoreHeaders(hdr)
 	}
-	return true
+	return seen, true
 }
 
 // refuse answers a client error and counts it apart from backend errors.
@@ -93,8 +97,11 @@ func (h *Handler) refuse(ctx *fasthttp.RequestCtx, p *Pool, kind, status int, bo
 }
 
 // markLoop adds this gateway's ID to the loop header.
-func (h *Handler) markLoop(hdr *fasthttp.RequestHeader, scratch []byte) []byte {
-	prior := hdr.PeekBytes(headerLoopKey)
+func (h *Handler) markLoop(hdr *fasthttp.RequestHeader, scratch []byte, seen headerSeen) []byte {
+	var prior []byte
+	if seen&seenLoop != 0 {
+		prior = hdr.PeekBytes(headerLoopKey)
+	}
 	if len(prior) == 0 {
 		hdr.SetCanonical(headerLoopKey, h.loopID)
 		return scratch
@@ -166,8 +173,13 @@ const (
 // nginx and CGI-style servers fold into dashes: X_Forwarded_For must not
 // reach a backend that reads it as X-Forwarded-For. It reads the names as
 // they came on the wire, before fasthttp normalised them.
-func checkHeaderNames(hdr *fasthttp.RequestHeader) int {
-	result := namesOK
+//
+// The same pass notes which of the headers the gateway rewrites are there
+// (seen), so that prepareRequest and markLoop touch only those: most
+// requests carry none, and each Del or Peek of fasthttp is a pass of its
+// own over every header.
+func checkHeaderNames(hdr *fasthttp.RequestHeader) (result int, seen headerSeen) {
+	result = namesOK
 	raw := hdr.RawHeaders()
 	for len(raw) > 0 {
 		line := raw
@@ -181,17 +193,103 @@ func checkHeaderNames(hdr *fasthttp.RequestHeader) int {
 		}
 		colon := bytes.IndexByte(line, ':')
 		if colon <= 0 {
-			return namesInvalid
+			return namesInvalid, seen
 		}
 		for _, c := range line[:colon] {
 			if c == '_' {
 				result = namesUnderscore
 			} else if !isTokenByte(c) {
-				return namesInvalid
+				return namesInvalid, seen
 			}
 		}
+		seen |= classifyHeader(line[:colon])
 	}
-	return result
+	return result, seen
+}
+
+// equalFoldASCII reports whether b and s are equal, ASCII letters in any
+// case: all a header name may hold.
+func equalFoldASCII(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := range len(b) {
+		x, y := b[i], s[i]
+		if x == y {
+			continue
+		}
+		// Only a letter's two cases differ in bit 0x20 alone.
+		if l := x | 0x20; l != y|0x20 || l < 'a' || l > 'z' {
+			return false
+		}
+	}
+	return true
+}
+
+// headerSeen is a set of the request headers the gateway rewrites.
+type headerSeen uint8
+
+const (
+	// seenHop: a hop-by-hop header (hopHeaders), Expect, or anything a
+	// Connection line may name; prepareRequest then takes its full path.
+	seenHop headerSeen = 1 << iota
+	seenForwardedFor
+	seenForwardedProto
+	seenRequestID
+	seenLoop
+)
+
+// classifyHeader says which of the rewritten headers name is, in any case.
+func classifyHeader(name []byte) headerSeen {
+	is := func(s string) bool { return equalFoldASCII(name, s) }
+	switch len(name) {
+	case 2:
+		if is("te") {
+			return seenHop
+		}
+	case 6:
+		if is("expect") {
+			return seenHop
+		}
+	case 7:
+		if is("trailer") || is("upgrade") {
+			return seenHop
+		}
+	case 10:
+		if is("connection") || is("keep-alive") {
+			return seenHop
+		}
+	case 12:
+		if is(HeaderRequestID) {
+			return seenRequestID
+		}
+	case 15:
+		if is("x-forwarded-for") {
+			return seenForwardedFor
+		}
+	case 16:
+		if is("proxy-connection") {
+			return seenHop
+		}
+	case 17:
+		switch {
+		case is("transfer-encoding"):
+			return seenHop
+		case is("x-forwarded-proto"):
+			return seenForwardedProto
+		case is(HeaderLoop):
+			return seenLoop
+		}
+	case 18:
+		if is("proxy-authenticate") {
+			return seenHop
+		}
+	case 19:
+		if is("proxy-authorization") {
+			return seenHop
+		}
+	}
+	return 0
 }
 
 // dropUnderscoreHeaders deletes every header whose name has an
