@@ -191,7 +191,9 @@ func (ex *exchange) send(ctx *fasthttp.RequestCtx, c *upstreamConn, s *Snapshot,
 		}
 	}
 	ex.status = resp.Header.StatusCode()
-	ex.headerAt = time.Since(ex.start)
+	if ex.access.on {
+		ex.headerAt = time.Since(ex.start) // read by the access log alone
+	}
 	if ex.pool.loadReports {
 		if v := resp.Header.Peek(orcaResponseHeader); len(v) > 0 {
 			if waiting, pressure, ok := parseORCA(v); ok {

@@ -220,10 +220,11 @@ type writerOnly struct{ io.Writer }
 // finish ends an exchange: the connection goes back to the pool only if
 // the body was read to its end; the counters the drain waits on drop.
 func (h *Handler) finish(ex *exchange, writeErr error) {
+	end := time.Now()
 	if ex.conn != nil {
 		t := ex.backend.t
 		if writeErr == nil && ex.readErr == nil && ex.done && !ex.closeConn {
-			t.put(ex.conn, time.Now())
+			t.put(ex.conn, end)
 		} else {
 			// The client went away or the backend broke off: close, so
 			// the GPU stops working for nobody and no junk is reused.
@@ -242,7 +243,6 @@ func (h *Handler) finish(ex *exchange, writeErr error) {
 	if status == 0 {
 		status = fasthttp.StatusBadGateway
 	}
-	end := time.Now()
 	took := end.Sub(ex.start)
 	ex.pool.metrics.observe(status, took.Seconds())
 	// A backend that broke off mid-body failed, whatever its status said.
