@@ -416,3 +416,52 @@ func gather(t *testing.T, reg *prometheus.Registry) map[string]sample {
 	}
 	return out
 }
+
+func TestOnBeat_ProbesStartOnTheNearestBeat(t *testing.T) {
+	t.Parallel()
+	const interval, jitter = 2 * time.Second, 200 * time.Millisecond
+	beat := interval / beats
+	now := time.Unix(1700000000, 123456789)
+	for _, d := range []time.Duration{1800 * time.Millisecond, 2 * time.Second, 2199 * time.Millisecond, 2024 * time.Millisecond} {
+		wait := onBeat(now, d, interval, jitter)
+
+		assert.Zero(t, now.Add(wait).UnixNano()%int64(beat), "%v: starts off the beat", d)
+		assert.InDelta(t, float64(d), float64(wait), float64(beat/2), "%v: moved by more than half a beat", d)
+	}
+}
+
+func TestOnBeat_WithoutJitterProbesKeepTheirPhase(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1700000000, 123456789)
+
+	assert.Equal(t, 2*time.Second, onBeat(now, 2*time.Second, 2*time.Second, 0))
+	// A beat is at most a quarter of the jitter.
+	assert.InDelta(t, float64(2*time.Second), float64(onBeat(now, 2*time.Second, 2*time.Second, 4*time.Millisecond)),
+		float64(time.Millisecond/2))
+}
+
+// checkSharing runs when a backend reports another GPU, and on Sync: a
+// color changed by a reload is noticed though no GPU changed.
+func TestChecker_GPUSharingFollowsAColorChangedBySync(t *testing.T) {
+	t.Parallel()
+	a := startSim(t, modelsim.Options{Color: "blue", Version: "v1"})
+	b := startSim(t, modelsim.Options{Color: "blue", Version: "v1"})
+	for _, s := range []*modelsim.Server{a, b} {
+		s.SetHealthFields(map[string]any{"gpu_uuid": "GPU-5f6e0c1a"})
+	}
+	c := newChecker(t, nil, nil)
+	reg := newRegistry(t)
+	ta := Target{Backend: reg.Get(a.Addr()), Color: config.Blue, Health: testHealth(config.ProbeJSON, nil)}
+	tb := Target{Backend: reg.Get(b.Addr()), Color: config.Blue, Health: testHealth(config.ProbeJSON, nil)}
+	c.Sync([]Target{ta, tb})
+	eventually(t, func() bool {
+		return stateOf(t, c, a.Addr()).Report.GPUUUID != "" && stateOf(t, c, b.Addr()).Report.GPUUUID != ""
+	}, "GPUs never reported")
+	assert.Empty(t, stateOf(t, c, a.Addr()).SharedGPUWith, "same-color sharing is not reported")
+
+	tb.Color = config.Green
+	c.Sync([]Target{ta, tb})
+
+	assert.Equal(t, []string{b.Addr()}, stateOf(t, c, a.Addr()).SharedGPUWith)
+	assert.Equal(t, []string{a.Addr()}, stateOf(t, c, b.Addr()).SharedGPUWith)
+}

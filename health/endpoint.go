@@ -1,6 +1,7 @@
 package health
 
 import (
+	"context"
 	"crypto/tls"
 	"net/http"
 	"time"
@@ -10,38 +11,48 @@ import (
 	"go.uber.org/zap"
 )
 
-// endpoint is how probes reach one backend: its address and, when its
-// pool dials it with TLS (pools.*.tls), the client config and an HTTP
-// client of the backend's own that uses it. A monitor builds its
-// backend's endpoint, and builds it anew when the pool's TLS config
-// changes; the gRPC connection follows the config (grpcConns.get).
+// endpoint is how probes reach one backend: its address and either the
+// kept connection of its cleartext HTTP probes or, when its pool dials it
+// with TLS (pools.*.tls), the client config and an HTTP client of the
+// backend's own that uses it. A monitor builds its backend's endpoint,
+// and builds it anew when the pool's TLS config changes; the gRPC
+// connection follows the config (grpcConns.get).
 type endpoint struct {
 	addr string
 	// tls is nil in cleartext.
 	tls *tls.Config
-	// http sends the HTTP kinds' GETs over TLS; nil in cleartext, where
-	// the prober's shared client sends them.
+	// http sends the HTTP kinds' GETs over TLS; nil in cleartext.
 	http *http.Client
+	// conn sends the HTTP kinds' GETs in cleartext; nil over TLS, and in
+	// an endpoint built without newEndpoint, whose GETs each dial.
+	conn *probeConn
 }
 
-// newEndpoint returns addr's endpoint for conf (nil: cleartext).
-func newEndpoint(addr string, conf *tls.Config) endpoint {
+// newEndpoint returns addr's endpoint for conf (nil: cleartext), used by
+// the goroutine whose context is life: its end interrupts a probe in
+// flight.
+func newEndpoint(life context.Context, addr string, conf *tls.Config) endpoint {
 	ep := endpoint{addr: addr, tls: conf}
 	if conf != nil {
 		ep.http = &http.Client{Transport: probeTransport(conf), CheckRedirect: noRedirect}
+	} else {
+		ep.conn = newProbeConn(life, addr)
 	}
 	return ep
 }
 
-// close closes the endpoint's own idle connections.
+// close closes the endpoint's own connections.
 func (ep endpoint) close() {
 	if ep.http != nil {
 		ep.http.CloseIdleConnections()
 	}
+	if ep.conn != nil {
+		ep.conn.close()
+	}
 }
 
-// probeTransport is the HTTP probes' transport: in cleartext HTTP/1.1,
-// over TLS with conf HTTP/2 or HTTP/1.1, as the server chooses by ALPN.
+// probeTransport is the transport of the HTTP probes over TLS with conf:
+// HTTP/2 or HTTP/1.1, as the server chooses by ALPN.
 func probeTransport(conf *tls.Config) *http.Transport {
 	tr := &http.Transport{
 		MaxIdleConnsPerHost: 1,
@@ -53,16 +64,14 @@ func probeTransport(conf *tls.Config) *http.Transport {
 		IdleConnTimeout:   90 * time.Second,
 		DisableKeepAlives: false,
 	}
-	if conf != nil {
-		// The proxy's config offers only h2, which its TLS transports
-		// speak; a model server's REST port may speak HTTP/1.1 only.
-		tr.TLSClientConfig = conf.Clone()
-		tr.TLSClientConfig.NextProtos = []string{"h2", "http/1.1"}
-		var protos http.Protocols
-		protos.SetHTTP1(true)
-		protos.SetHTTP2(true)
-		tr.Protocols = &protos
-	}
+	// The proxy's config offers only h2, which its TLS transports speak;
+	// a model server's REST port may speak HTTP/1.1 only.
+	tr.TLSClientConfig = conf.Clone()
+	tr.TLSClientConfig.NextProtos = []string{"h2", "http/1.1"}
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	protos.SetHTTP2(true)
+	tr.Protocols = &protos
 	return tr
 }
 

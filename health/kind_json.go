@@ -62,8 +62,12 @@ type jsonHealth struct {
 // model_loaded, when present, must be true.
 func ParseJSONHealth(body []byte) (Report, error) {
 	var h jsonHealth
-	if err := json.Unmarshal(body, &h); err != nil {
-		return Report{}, fmt.Errorf("health body is not JSON: %w (body starts %q)", err, prefix(body))
+	if !scanJSONHealth(body, &h) {
+		var slow jsonHealth // apart from h, which then stays on the stack
+		if err := json.Unmarshal(body, &slow); err != nil {
+			return Report{}, fmt.Errorf("health body is not JSON: %w (body starts %q)", err, prefix(body))
+		}
+		h = slow
 	}
 	r := Report{
 		ModelLoaded: h.ModelLoaded, CUDAAvailable: h.CUDAAvailable, GPUMemUsed: h.GPUMemUsed,

@@ -97,7 +97,7 @@ func (m *monitor) logger() *zap.Logger {
 
 func (m *monitor) run(ctx context.Context) {
 	defer m.c.wg.Done()
-	m.ep = endpoint{addr: m.addr}
+	m.ep = newEndpoint(ctx, m.addr, nil)
 	defer func() { m.ep.close() }()
 	// Probe new backends at once, but spread a fleet's first probes.
 	first := time.Duration(rand.Int64N(int64(50 * time.Millisecond)))
@@ -111,34 +111,34 @@ func (m *monitor) run(ctx context.Context) {
 		case <-timer.C:
 		}
 		s := m.settings.Load()
-		pctx, cancel := context.WithTimeout(ctx, s.Health.Timeout.D())
-		rep, err := m.probe(pctx, s)
-		cancel()
+		rep, err := m.probe(ctx, s)
 		if ctx.Err() != nil {
 			m.b.SetReady(false)
 			return
 		}
-		m.observe(ctx, s, rep, err)
-		if rep.GPUUUID != "" {
+		if m.observe(ctx, s, rep, err) {
 			m.c.checkSharing()
 		}
-		timer.Reset(jittered(s.Health.Interval.D(), s.Health.Jitter.D()))
+		interval, jitter := s.Health.Interval.D(), s.Health.Jitter.D()
+		timer.Reset(onBeat(time.Now(), jittered(interval, jitter), interval, jitter))
 	}
 }
 
-// probe checks the backend once with s's settings. When the pool's TLS
-// config is not the one the endpoint was built with (a reload edited
-// pools.*.tls), the endpoint is built anew first and the old one's
-// connections closed.
+// probe checks the backend once with s's settings, within s's timeout.
+// When the pool's TLS config is not the one the endpoint was built with
+// (a reload edited pools.*.tls), the endpoint is built anew first and the
+// old one's connections closed.
 func (m *monitor) probe(ctx context.Context, s *Target) (Report, error) {
 	if s.tlsErr != nil {
 		return Report{}, fmt.Errorf("pools.%s.tls: %w", s.Color, s.tlsErr)
 	}
 	if m.ep.tls != s.tls {
 		m.ep.close()
-		m.ep = newEndpoint(m.addr, s.tls)
+		m.ep = newEndpoint(ctx, m.addr, s.tls)
 	}
-	return m.c.prober.probe(ctx, m.ep, &s.Health)
+	pctx, release := withProbeDeadline(ctx, time.Now().Add(s.Health.Timeout.D()))
+	defer release()
+	return m.c.prober.probe(pctx, m.ep, &s.Health)
 }
 
 // backend is where warmup for s goes: the backend, dialed as probes dial
@@ -148,8 +148,12 @@ func (m *monitor) backend(s *Target) warmup.Backend {
 }
 
 // observe applies one probe result: counts passes and failures, changes
-// state on thresholds, and starts warmup or keep-warm when due.
-func (m *monitor) observe(ctx context.Context, s *Target, rep Report, err error) {
+// state on thresholds, and starts warmup or keep-warm when due. It
+// reports whether the GPU the backend reports changed, which calls for
+// checkSharing. Nothing shared with other backends or the proxy's request
+// path is written unless it changes, save the load score (the proxy's
+// ORCA reports write it too).
+func (m *monitor) observe(ctx context.Context, s *Target, rep Report, err error) (gpuChanged bool) {
 	now := m.c.now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -172,6 +176,7 @@ func (m *monitor) observe(ctx context.Context, s *Target, rep Report, err error)
 			m.logger().Info("backend restarted (boot_id changed); warming again",
 				zap.String("old_boot_id", st.Report.BootID), zap.String("boot_id", rep.BootID))
 		}
+		gpuChanged = rep.GPUUUID != st.Report.GPUUUID
 		st.Report = rep
 		m.b.SetLoadScore(rep.LoadScore())
 	}
@@ -197,7 +202,9 @@ func (m *monitor) observe(ctx context.Context, s *Target, rep Report, err error)
 		}
 	}
 	ready := st.Healthy && st.Warm
-	m.b.SetReady(ready)
+	if m.b.Ready() != ready {
+		m.b.SetReady(ready)
+	}
 	if st.Healthy != wasHealthy || st.Warm != wasWarm {
 		st.Since = now
 		l := m.logger()
@@ -212,14 +219,14 @@ func (m *monitor) observe(ctx context.Context, s *Target, rep Report, err error)
 	}
 
 	if !st.Healthy || s.Warmup == nil || m.busy {
-		return
+		return gpuChanged
 	}
 	switch {
 	case !st.Warm || st.rewarm:
 		// After a failed warmup, wait a few intervals before trying again,
 		// so a broken model does not get hammered.
 		if !st.rewarm && !st.warmFailedAt.IsZero() && now.Sub(st.warmFailedAt) < 3*s.Health.Interval.D() {
-			return
+			return gpuChanged
 		}
 		st.rewarm = false
 		m.busy, st.Warming, st.WarmPassed, st.WarmNeeded = true, true, 0, s.Warmup.Requests
@@ -231,6 +238,7 @@ func (m *monitor) observe(ctx context.Context, s *Target, rep Report, err error)
 		m.c.wg.Add(1)
 		go m.keepWarm(ctx, s)
 	}
+	return gpuChanged
 }
 
 func (m *monitor) warm(ctx context.Context, s *Target, epoch int) {

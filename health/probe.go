@@ -55,19 +55,17 @@ func (p *prober) probe(ctx context.Context, ep endpoint, h *config.Health) (Repo
 	return r, nil
 }
 
-// close drops the probe connections kept between intervals.
+// close drops the probe connections kept between intervals that are the
+// prober's; each endpoint closes its own.
 func (p *prober) close() {
-	p.http.client.CloseIdleConnections()
 	p.grpc.close()
 }
 
 // httpGetter sends the GETs of the HTTP probe kinds and of metrics
-// scrapes, on clients whose connections outlive each probe: one shared
-// client for backends in cleartext, and the endpoint's own for a backend
-// whose pool dials with TLS.
-type httpGetter struct {
-	client *http.Client
-}
+// scrapes, on connections that outlive each probe: in cleartext the
+// endpoint's probeConn, over TLS the endpoint's net/http client, which
+// speaks HTTP/2 where the server offers it.
+type httpGetter struct{}
 
 // getOK GETs path and wants a 2xx answer whose body passes check (when
 // check is not nil).
@@ -89,18 +87,29 @@ func (g *httpGetter) getOK(ctx context.Context, ep endpoint, path string, check 
 
 // get GETs path and returns the status and at most maxProbeBody of the
 // body, whatever the status: over https with the endpoint's TLS config
-// when it has one, else over http.
+// when it has one, else over http. The body is valid until the
+// endpoint's next request; a caller keeps copies of what it needs.
 func (g *httpGetter) get(ctx context.Context, ep endpoint, path string) (int, []byte, error) {
-	client, scheme := g.client, "http://"
-	if ep.tls != nil {
-		client, scheme = ep.http, "https://"
+	switch {
+	case ep.tls != nil:
+		return getTLS(ctx, ep, path)
+	case ep.conn != nil:
+		return ep.conn.get(ctx, path)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+ep.addr+path, nil)
+	// An endpoint without a kept connection (a test's): one for this GET.
+	pc := newProbeConn(ctx, ep.addr)
+	defer pc.close()
+	return pc.get(ctx, path)
+}
+
+// getTLS GETs path over https with the endpoint's client.
+func getTLS(ctx context.Context, ep endpoint, path string) (int, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+ep.addr+path, nil)
 	if err != nil {
 		return 0, nil, fmt.Errorf("probe request for %s%s: %w", ep.addr, path, err)
 	}
 	req.Header.Set("User-Agent", "switchyard-probe")
-	resp, err := client.Do(req)
+	resp, err := ep.http.Do(req)
 	if err != nil {
 		return 0, nil, simplify(err)
 	}
@@ -112,13 +121,13 @@ func (g *httpGetter) get(ctx context.Context, ep endpoint, path string) (int, []
 	return resp.StatusCode, body, nil
 }
 
-// simplify drops net/http's `Get "http://...": ` prefix, which repeats the
-// address the status already shows.
+// simplify drops net/http's `Get "https://...": ` prefix, which repeats
+// the address the status already shows.
 func simplify(err error) error {
 	if ue, ok := err.(*url.Error); ok {
 		msg := ue.Err.Error()
 		if strings.Contains(msg, "context deadline exceeded") || strings.Contains(msg, "Client.Timeout") {
-			return fmt.Errorf("probe timed out")
+			return errTimedOut
 		}
 		return ue.Err
 	}
