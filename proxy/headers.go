@@ -71,7 +71,9 @@ func dropConnectionTokens(lines [][]byte, scratch []byte, del func([]byte)) []by
 // sent; the others are added without looking for them.
 func prepareRequest(ctx *fasthttp.RequestCtx, scratch []byte, seen headerSeen) []byte {
 	h := &ctx.Request.Header
-	if seen&seenHop != 0 {
+	// An HTTP/1.0 request means close without a Connection line, and
+	// fasthttp would say so upstream.
+	if seen&seenHop != 0 || h.ConnectionClose() {
 		scratch = dropConnectionTokens(h.PeekAll("Connection"), scratch, h.DelBytes)
 		// fasthttp keeps a chunked body's trailers and, once the Trailer
 		// header goes, would send them as headers: a client could smuggle
