@@ -205,7 +205,8 @@ func (ex *exchange) send(ctx *fasthttp.RequestCtx, c *upstreamConn, s *Snapshot,
 	ex.closeConn = resp.Header.ConnectionClose()
 	// We speak HTTP/1.1 to the client whatever the backend spoke.
 	resp.Header.SetProtocol(http11)
-	if lines, ok := responseHeadLines(head); !ok || lines&headHop != 0 {
+	lines, whole := responseHeadLines(head)
+	if !whole || lines&headHop != 0 {
 		ex.scratch = stripResponseHops(&resp.Header, ex.scratch)
 	} else {
 		// The upstream's wish to close its connection is not the
@@ -224,7 +225,7 @@ func (ex *exchange) send(ctx *fasthttp.RequestCtx, c *upstreamConn, s *Snapshot,
 		// beside it, and the connection must not be reused after such a
 		// message. fasthttp drops the Content-Length, so look for it in
 		// the head as it came.
-		ex.closeConn = ex.closeConn || !headHasNoContentLength(head)
+		ex.closeConn = ex.closeConn || !whole || lines&headContentLength != 0
 		if err := checkFirstChunk(c.br); err != nil {
 			return &sendError{err}
 		}
@@ -402,14 +403,6 @@ var (
 	errUnaskedUpgrade = errors.New("proxy: backend answered 101 Switching Protocols to a request without Upgrade")
 )
 
-// headHasNoContentLength reports whether buf, the bytes buffered before a
-// response head was read, holds that whole head and no Content-Length
-// line in it. A head that came in pieces is not known, so it is false.
-func headHasNoContentLength(buf []byte) bool {
-	lines, ok := responseHeadLines(buf)
-	return ok && lines&headContentLength == 0
-}
-
 // Lines responseHeadLines looks for.
 const (
 	headContentLength = 1 << iota
@@ -420,7 +413,8 @@ const (
 
 // responseHeadLines says which of the lines the gateway acts on a response
 // head holds, from buf, the bytes buffered before the head was read; ok
-// is false unless buf holds the whole head.
+// is false unless buf holds the whole head, since a head that came in
+// pieces is not known.
 func responseHeadLines(buf []byte) (lines int, ok bool) {
 	end := bytes.Index(buf, []byte("\r\n\r\n"))
 	if end < 0 {

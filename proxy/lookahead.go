@@ -15,8 +15,9 @@ var lookaheadBufs = sync.Pool{New: func() any { b := make([]byte, lookaheadSize)
 
 // lookaheadConn lets the lean fasthttp server (see leanAfter) drop a
 // keep-alive connection's buffers while it waits for the next request
-// (Server.ReduceMemoryUsage) without paying a syscall per request for it. fasthttp waits with a one-byte Read and
-// then reads the request through a pooled bufio.Reader. Here the one-byte
+// (Server.ReduceMemoryUsage) without paying a syscall per request for it.
+// fasthttp waits with a one-byte Read and then reads the request through
+// a pooled bufio.Reader. Here the one-byte
 // Read takes whatever has arrived into a pooled buffer, and the reads that
 // follow are served from it until it is empty, when it goes back to the
 // pool. So an idle connection costs its goroutine and socket, not the

@@ -98,9 +98,10 @@ func TestTrafficServer_LeanAndMainServersCarryTheSameRequests(t *testing.T) {
 	for _, tc := range []struct {
 		desc      string
 		leanAfter int64
+		lean      bool
 	}{
 		{desc: "main server", leanAfter: 1 << 30},
-		{desc: "lean server", leanAfter: 0},
+		{desc: "lean server", leanAfter: 0, lean: true},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
 			gw := startTrafficGateway(t, testConfig(t, []string{hostPort(backend)}, nil, ""), nil,
@@ -128,6 +129,12 @@ func TestTrafficServer_LeanAndMainServersCarryTheSameRequests(t *testing.T) {
 			assertHashAnswer(t, br, "first")
 			assertHashAnswer(t, br, "second")
 			assert.EqualValues(t, 1, gw.Server.http1.Load(), "open HTTP/1.1 connections")
+			served, idle := gw.Server.fast, gw.Server.lean
+			if tc.lean {
+				served, idle = idle, served
+			}
+			assert.EqualValues(t, 1, served.GetOpenConnectionsCount(), "connections on the server the count picks")
+			assert.EqualValues(t, 0, idle.GetOpenConnectionsCount(), "connections on the other server")
 			require.NoError(t, c.Close())
 			require.Eventually(t, func() bool { return gw.Server.http1.Load() == 0 }, 5*time.Second, 5*time.Millisecond,
 				"a closed connection is counted out")

@@ -120,30 +120,36 @@ func (*connWaitError) Timeout() bool { return true }
 // connections open, waits until deadline for one to come back or close.
 func (t *transport) get(now time.Time, maxIdle, dialTimeout time.Duration, deadline time.Time) (*upstreamConn, error) {
 	for {
-		var c *upstreamConn
-		select {
-		case c = <-t.idle:
-		default:
-			select {
-			case t.slots <- struct{}{}:
-				return t.dialNew(dialTimeout)
-			default:
-			}
-			var err error
-			if c, err = t.wait(deadline); err != nil || c == nil {
-				if err != nil {
-					return nil, err
-				}
-				return t.dialNew(dialTimeout) // a slot was freed
-			}
-			now = time.Now()
+		c, err := t.idleOrSlot(deadline)
+		if err != nil {
+			return nil, err
 		}
+		if c == nil {
+			return t.dialNew(dialTimeout) // the slot is ours
+		}
+		// One that came back while we waited went idle after now: fresh.
 		if now.Sub(c.idleSince) < maxIdle && c.idleAlive() {
 			return c, nil
 		}
 		// The backend may already have closed it; never gamble on it.
 		t.close(c)
 	}
+}
+
+// idleOrSlot takes an idle connection, or else a slot to dial one (nil);
+// when the backend has its most connections open, it waits for either.
+func (t *transport) idleOrSlot(deadline time.Time) (*upstreamConn, error) {
+	select {
+	case c := <-t.idle:
+		return c, nil
+	default:
+	}
+	select {
+	case t.slots <- struct{}{}:
+		return nil, nil
+	default:
+	}
+	return t.wait(deadline)
 }
 
 // wait blocks until a connection comes back (returned), a slot frees up
